@@ -1,0 +1,80 @@
+"""Typed Hydra structured configs. YAML files under configs/ fill these; unknown keys are errors."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    path: str = MISSING  # hub id or local directory (or the GGUF's folder when gguf_file is set)
+    gguf_file: Optional[str] = None  # a GGUF file inside `path`: dequantised once, then cached as safetensors
+    gguf_package: Optional[str] = None  # a Python package whose folder holds the GGUF (sets `path`)
+    revision: Optional[str] = None
+    chat: Optional[bool] = None  # use the chat template; None: when the tokenizer has one
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    stop: list[str] = field(default_factory=list)  # extra stop strings for this model
+    max_length: Optional[int] = None  # context length; default from the checkpoint's config
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    dataset: str = MISSING  # HF datasets id
+    dataset_config: Optional[str] = None
+    split: str = "test"
+    local_file: str = MISSING  # path under data_dir, in the layout of ../shared/data
+    shots: int = 0
+    shot_split: str = "train"
+    shot_local_file: Optional[str] = None
+    shot_seed: int = 1234
+    template: str = "{question}"  # the user turn; fields of the document in braces
+    gen_prefix: str = ""  # text the answer starts with (e.g. the zero-shot CoT trigger)
+    stop: list[str] = field(default_factory=list)
+    max_new_tokens: int = 256
+    options: dict[str, Any] = field(default_factory=dict)  # task-specific knobs
+
+
+@dataclass
+class BatchConfig:
+    max_rows: int = 64  # rows decoded together
+    max_tokens: int = 131072  # KV-cache budget: rows × (prompt + new tokens)
+    prefill_tokens: int = 4096  # prompt tokens per prefill forward
+
+
+@dataclass
+class GenConfig:
+    max_new_tokens: Optional[int] = None  # default: the task's
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 1234
+    samples: int = 1  # samples per document (pass@k, majority vote)
+
+
+@dataclass
+class EvalConfig:
+    task: TaskConfig = MISSING
+    model: ModelConfig = MISSING
+    limit: Optional[int] = None  # first N documents
+    data_dir: Optional[str] = None  # local data root; default env GLM_EVAL_DATA, else the HF hub
+    results_dir: str = "results"
+    output_dir: str = "${results_dir}/${model.name}/${task.name}"
+    cache_dir: Optional[str] = None  # response cache folder; default env GLM_EVAL_CACHE, else ~/.cache/glm_eval
+    overwrite: bool = False  # ignore cached responses
+    show_prompts: int = 0  # print the first N prompts with token ids and exit
+    threads: Optional[int] = None  # torch CPU threads
+    progress: bool = True
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    gen: GenConfig = field(default_factory=GenConfig)
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="task", name="task_schema", node=TaskConfig)

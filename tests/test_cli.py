@@ -1,0 +1,115 @@
+"""The command line: one-line errors with the valid choices, prompt preview, a full run, resume after
+SIGKILL, concurrent runs sharing the cache, rescore and the grid."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import REPO, run_cli
+
+FAST = ["task=gsm8k", "model=smollm2-135m-instruct", "gen.max_new_tokens=32", "batch.max_rows=8"]
+
+
+def one_line_error(result, *needles):
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_unknown_task_model_or_option_is_one_line():
+    one_line_error(run_cli("task=nope"), "unknown task 'nope'", "gsm8k")
+    one_line_error(run_cli("model=nope"), "unknown model 'nope'", "smollm2-135m-instruct", "hf")
+    one_line_error(run_cli("task=gsm8k,nope", "--multirun"), "unknown task 'nope'")
+    one_line_error(run_cli("limt=3"), "unknown option 'limt'", "limit")
+    one_line_error(run_cli("limit=abc"), "limit=abc", "Integer")
+    one_line_error(run_cli("model=hf"), "model.path")
+
+
+def test_missing_local_data_is_one_line(tmp_path):
+    one_line_error(run_cli(*FAST, f"data_dir={tmp_path}"), "gsm8k/test.jsonl", "data_dir")
+
+
+def test_show_prompts_prints_exact_prompts_and_ids(data_dir):
+    result = run_cli(*FAST, f"data_dir={data_dir}", "show_prompts=2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("===== prompt") == 2
+    assert "<|im_start|>user\nQ: Janet’s ducks lay 16 eggs" in result.stdout
+    assert "A:<|im_end|>\n<|im_start|>assistant\nLet's think step by step." in result.stdout
+    assert "[1, 9690, 198," in result.stdout  # token ids of "<|im_start|>system\n"
+
+
+def read_run(out: Path):
+    metrics = json.loads((out / "metrics.json").read_text())
+    return metrics, (out / "samples.jsonl").read_text()
+
+
+def cached_rows(cache: Path) -> int:
+    try:
+        with sqlite3.connect(cache / "responses.sqlite", timeout=30) as db:
+            return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_run_resume_after_sigkill_rescore_and_grid(data_dir, tmp_path):
+    cache, results = tmp_path / "cache", tmp_path / "results"
+    args = [*FAST, "limit=20", f"data_dir={data_dir}", f"results_dir={results}", f"cache_dir={cache}"]
+    # 1. a run killed with SIGKILL once some responses are stored
+    proc = subprocess.Popen([sys.executable, "-m", "glm_eval", *args, f"output_dir={tmp_path / 'resumed'}"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while cached_rows(cache) < 5 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = cached_rows(cache)
+    assert 5 <= done_before < 20, done_before
+    # 2. the same command again finishes without regenerating what was done
+    result = run_cli(*args, f"output_dir={tmp_path / 'resumed'}")
+    assert result.returncode == 0, result.stderr
+    metrics, samples = read_run(tmp_path / "resumed")
+    assert metrics["from_cache"] == done_before and metrics["generated"] == 20 - done_before
+    assert len(samples.splitlines()) == 20
+    record = json.loads(samples.splitlines()[0])
+    assert {"doc_id", "prompt", "output", "extracted", "gold", "correct"} <= set(record) and record["gold"] == "18"
+    assert (tmp_path / "resumed" / "config.yaml").exists()
+    assert metrics["n"] == 20 and metrics["data"]["sha256"]["gsm8k/test.jsonl"].startswith("3730d312")
+    # 3. an uninterrupted run that ignores the cache writes the same samples
+    fresh = run_cli(*args, "overwrite=true", f"output_dir={tmp_path / 'fresh'}")
+    assert fresh.returncode == 0, fresh.stderr
+    fresh_metrics, fresh_samples = read_run(tmp_path / "fresh")
+    assert fresh_metrics["generated"] == 20 and fresh_metrics["from_cache"] == 0
+    assert fresh_samples == samples
+    # 4. rescore re-applies extraction and metric to stored outputs
+    broken = dict(metrics, score=0.77, correct=-1)
+    (tmp_path / "resumed" / "metrics.json").write_text(json.dumps(broken))
+    rescored = subprocess.run([sys.executable, "-m", "glm_eval.rescore", str(tmp_path / "resumed")],
+                              cwd=REPO, capture_output=True, text=True)
+    assert rescored.returncode == 0, rescored.stderr
+    after, after_samples = read_run(tmp_path / "resumed")
+    assert after["score"] == metrics["score"] and after["correct"] == metrics["correct"]
+    assert after_samples == samples
+    # 5. the grid lists the model with a GSM8K column
+    grid = (results / "grid.md").read_text()
+    assert "| Model | GSM8K |" in grid and "smollm2-135m-instruct" in grid
+    assert f"{100 * metrics['score']:.1f}" in grid
+    assert (results / "grid.csv").read_text().startswith("model,GSM8K")
+
+
+def test_two_runs_sharing_the_cache_at_once(data_dir, tmp_path):
+    cache = tmp_path / "cache"
+    runs = [subprocess.Popen([sys.executable, "-m", "glm_eval", *FAST, "limit=6", f"data_dir={data_dir}",
+                              f"cache_dir={cache}", f"results_dir={tmp_path / 'results'}",
+                              f"output_dir={tmp_path / str(i)}", "progress=false"],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for proc in runs:
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err
+    assert read_run(tmp_path / "0")[1] == read_run(tmp_path / "1")[1]
+    assert cached_rows(cache) == 6
