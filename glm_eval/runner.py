@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from glm_eval.cache import ResponseCache
 from glm_eval.config import EvalConfig
-from glm_eval.grid import rebuild_grid
+from glm_eval.grid import rebuild_grid, register_run
 from glm_eval.models import HFBackend, ModelSource, PromptRenderer, cache_root
 from glm_eval.protocol import GenerationRequest, Response
 from tasks import load_task
@@ -171,6 +171,7 @@ def evaluate(cfg: EvalConfig) -> dict | None:
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     write_run(Path(cfg.output_dir), OmegaConf.to_yaml(cfg, resolve=True), records, metrics)
+    register_run(Path(cfg.results_dir), Path(cfg.output_dir))
     rebuild_grid(Path(cfg.results_dir))
     print(f"{cfg.model.name} · {cfg.task.name}: accuracy {metrics['score']:.4f} ± {metrics['stderr']:.4f} "
           f"(n={metrics['n']}, failed={metrics['failed']}, generated={metrics['generated']}, "

@@ -16,8 +16,8 @@ def gsm8k_prompts(tokenizer, data_dir, count, start=0):
     return [Prompt(t, tuple(tokenizer(t).input_ids)) for t in texts]
 
 
-def run(model, tokenizer, requests, **batch):
-    generator = SlotGenerator(model, tokenizer, {tokenizer.eos_token_id}, **batch)
+def run(model, tokenizer, requests, eos=True, **batch):
+    generator = SlotGenerator(model, tokenizer, {tokenizer.eos_token_id} if eos else set(), **batch)
     out = {}
     generator.generate(requests, lambda i, r: out.__setitem__(i, r))
     return [out[i] for i in range(len(requests))], generator
@@ -72,9 +72,11 @@ def test_finished_rows_stop_costing_compute(smol, data_dir):
     prompts = gsm8k_prompts(tokenizer, data_dir, 16)
     # one long row among short ones: a static batch would decode all 16 rows for 64 steps (1024 row-steps)
     requests = [GenerationRequest(p, max_new_tokens=64 if i == 0 else 4) for i, p in enumerate(prompts)]
-    responses, generator = run(model, tokenizer, requests, max_rows=16)
+    responses, generator = run(model, tokenizer, requests, eos=False, max_rows=16)  # no EOS: exact lengths
     assert [r.num_tokens for r in responses] == [64] + [4] * 15
-    assert generator.computed_slots <= 64 + 15 * 4 + 16 * 2, generator.computed_slots
+    useful = 63 + 15 * 3  # decode steps that produce a kept token (each row's first comes from its prefill)
+    # finished rows leave the batch; compaction is batched, so a few steps may still carry them
+    assert generator.computed_slots <= useful + 2 * 16, generator.computed_slots
 
 
 def test_sampling_is_reproducible_per_request(smol, data_dir):
@@ -93,7 +95,7 @@ def test_sampling_is_reproducible_per_request(smol, data_dir):
 def test_token_budget_bounds_the_rows_in_flight(smol, data_dir, max_tokens):
     model, tokenizer = smol
     requests = [GenerationRequest(p, max_new_tokens=8) for p in gsm8k_prompts(tokenizer, data_dir, 6)]
-    responses, generator = run(model, tokenizer, requests, max_rows=6, max_tokens=max_tokens)
+    responses, generator = run(model, tokenizer, requests, eos=False, max_rows=6, max_tokens=max_tokens)
     assert all(r.num_tokens == 8 for r in responses)
     longest = max(len(r.prompt.token_ids) for r in requests) + 8
     expected_rows = max(1, min(6, max_tokens // longest))
