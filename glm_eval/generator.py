@@ -152,13 +152,13 @@ class SlotGenerator:
     KV-cache tokens (rows × context) and `prefill_tokens` tokens per prefill forward."""
 
     def __init__(self, model, tokenizer, eos_ids: set[int], max_rows: int = 64, max_tokens: int = 65536,
-                 prefill_tokens: int = 4096, pad_id: int = 0):
+                 prefill_tokens: int = 4096, pad_id: int = 0, max_length: int | None = None):
         self.model, self.tokenizer = model, tokenizer
         self.eos_ids = set(eos_ids)
         self.max_rows, self.max_tokens, self.prefill_tokens = max_rows, max_tokens, prefill_tokens
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
-        self.max_length = getattr(model.config, "max_position_embeddings", None) or 1 << 30
+        self.max_length = max_length or getattr(model.config, "max_position_embeddings", None) or 1 << 30
         self.generated_tokens = 0  # counters for throughput reporting
         self.computed_slots = 0  # row-steps computed (useful or not)
         self.peak_rows = 0
@@ -216,12 +216,19 @@ class SlotGenerator:
     # ---- main loop --------------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, requests: list[GenerationRequest], on_response: OnResponse) -> None:
-        if not requests:
+        fits = []
+        for i, request in enumerate(requests):
+            if len(request.prompt.token_ids) >= self.max_length:  # a failed request, never a wrong answer
+                on_response(i, Response(finish_reason="error", error=f"prompt of {len(request.prompt.token_ids)} "
+                                        f"tokens does not fit the model's context of {self.max_length}"))
+            else:
+                fits.append(i)
+        if not fits:
             return
         # Longest prompts first: the cache length only grows at the start, and memory peaks early.
-        queue = deque(sorted(range(len(requests)), key=lambda i: -len(requests[i].prompt.token_ids)))
-        longest = len(requests[queue[0]].prompt.token_ids) + max(r.max_new_tokens for r in requests)
-        slots = max(1, min(self.max_rows, len(requests), self.max_tokens // max(longest, 1)))
+        queue = deque(sorted(fits, key=lambda i: -len(requests[i].prompt.token_ids)))
+        longest = len(requests[queue[0]].prompt.token_ids) + max(requests[i].max_new_tokens for i in fits)
+        slots = max(1, min(self.max_rows, len(fits), self.max_tokens // longest))
         self.peak_rows = max(self.peak_rows, slots)
         cache = SlotCache(self.model.config.num_hidden_layers, slots)
         live: list[_Row | None] = [None] * slots
@@ -294,7 +301,6 @@ class SlotGenerator:
         self.decode_steps += 1
         self.computed_slots += len(live)
         for slot, row, token in zip(slots_of_rows, rows, chosen):
-            cache.mask[slot, t] = 1
             row.tokens.append(token)
             row.position += 1
             self.generated_tokens += 1

@@ -60,6 +60,8 @@ class ModelSource:
             self.identity = "gguf:" + _file_sha256(self.gguf, self.root)
             self.converted = self.root / "models" / self.identity.replace(":", "-")[:40]
         else:
+            if cfg.path.startswith(("/", ".", "~")) and not Path(cfg.path).expanduser().is_dir():
+                raise UserError(f"model.path {cfg.path} is not a folder (give a local checkpoint folder or a hub id)")
             self.identity = self._folder_identity(cfg.path, cfg.revision)
             self.converted = None
 
@@ -168,7 +170,8 @@ class HFBackend:
             eos_ids.add(tokenizer.eos_token_id)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids, default=0)
         self.generator = SlotGenerator(self.model, tokenizer, eos_ids, max_rows=max_rows, max_tokens=max_tokens,
-                                       prefill_tokens=prefill_tokens, pad_id=pad)
+                                       prefill_tokens=prefill_tokens, pad_id=pad,
+                                       max_length=source.cfg.max_length)
 
     @property
     def tokens_generated(self) -> int:

@@ -87,6 +87,9 @@ class Task:
     def _load_hub(self, split: str):
         try:
             import datasets
+            import huggingface_hub
+            datasets.logging.set_verbosity_error()  # their retry warnings would bury our one-line error
+            huggingface_hub.utils.logging.set_verbosity_error()
             ds = datasets.load_dataset(self.cfg.dataset, self.cfg.dataset_config, split=split)
         except Exception as e:  # offline, unknown id, broken cache: one line with both fixes
             reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__

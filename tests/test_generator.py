@@ -100,3 +100,16 @@ def test_token_budget_bounds_the_rows_in_flight(smol, data_dir, max_tokens):
     longest = max(len(r.prompt.token_ids) for r in requests) + 8
     expected_rows = max(1, min(6, max_tokens // longest))
     assert generator.peak_rows == expected_rows
+
+
+def test_prompt_longer_than_the_context_is_a_failed_request(smol, data_dir):
+    model, tokenizer = smol
+    prompts = sorted(gsm8k_prompts(tokenizer, data_dir, 2), key=lambda p: -len(p.token_ids))
+    assert len(prompts[0].token_ids) > len(prompts[1].token_ids)
+    requests = [GenerationRequest(p, max_new_tokens=4) for p in prompts]
+    limit = len(prompts[0].token_ids)  # the longer prompt does not fit, the shorter does
+    generator = SlotGenerator(model, tokenizer, {tokenizer.eos_token_id}, max_length=limit)
+    out = {}
+    generator.generate(requests, lambda i, r: out.__setitem__(i, r))
+    assert out[0].error and "context" in out[0].error and out[0].finish_reason == "error"
+    assert out[1].error is None and out[1].num_tokens >= 1
