@@ -6,6 +6,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -95,71 +96,20 @@ def evaluate(cfg: EvalConfig) -> dict | None:
     backend = HFBackend(source, renderer.tokenizer, cfg.model.device, cfg.model.dtype, cfg.batch.max_rows,
                         cfg.batch.max_tokens, cfg.batch.prefill_tokens)
     flat = [(d, r) for d, reqs in enumerate(per_doc) for r in reqs]
-    cache = ResponseCache(cache_root(cfg.cache_dir) / "responses.sqlite")
-    keys = [ResponseCache.key(backend.fingerprint, r) for _, r in flat]
-    cached = {} if cfg.overwrite else cache.get_many(keys)
-    responses: list[Response | None] = [cached.get(k) for k in keys]
-    pending = [i for i, r in enumerate(responses) if r is None]
-    remaining = [0] * len(per_doc)  # requests still unanswered per document
-    for i in pending:
-        remaining[flat[i][0]] += 1
-
-    bar = tqdm(total=len(per_doc), initial=sum(1 for n in remaining if n == 0), unit="doc",
-               desc=f"{cfg.model.name} · {cfg.task.name}", disable=not cfg.progress, dynamic_ncols=True)
-    gen_started, generated_tokens = time.time(), 0
-
-    def on_response(position: int, response: Response) -> None:
-        nonlocal generated_tokens
-        index = pending[position]
-        responses[index] = response
-        cache.put(keys[index], response)
-        generated_tokens += response.num_tokens
-        doc = flat[index][0]
-        remaining[doc] -= 1
-        if remaining[doc] == 0:
-            # live throughput: tokens of rows still decoding count too, where the backend reports them
-            live_tokens = getattr(backend, "tokens_generated", generated_tokens)
-            bar.set_postfix_str(f"{live_tokens / max(time.time() - gen_started, 1e-9):.0f} tok/s", refresh=False)
-            bar.update(1)
-
-    try:
-        backend.generate([flat[i][1] for i in pending], on_response)
-    except KeyboardInterrupt:
-        bar.close()
-        done = sum(r is not None for r in responses)
-        print(f"interrupted: {done}/{len(responses)} responses are cached; rerun the same command to resume",
-              file=sys.stderr)
-        raise SystemExit(130)
-    finally:
-        cache.close()
-    bar.close()
-    gen_seconds = time.time() - gen_started
-
+    answered = answer(cfg, backend, flat, len(per_doc))
     by_doc: list[list[Response]] = [[] for _ in per_doc]
-    for (d, _), response in zip(flat, responses):
+    for (d, _), response in zip(flat, answered.responses):
         by_doc[d].append(response)
-    records = []
-    for doc, requests, answers in zip(docs, per_doc, by_doc):
-        record = {"doc_id": doc["doc_id"], "prompt": requests[0].prompt.text, "output": answers[0].text}
-        if len(answers) > 1:
-            record["outputs"] = [a.text for a in answers]
-        record["finish_reason"] = answers[0].finish_reason
-        record["num_tokens"] = answers[0].num_tokens
-        errors = [a.error for a in answers if a.error]
-        if errors:
-            record.update(gold=doc["gold"], error=errors[0])  # a failed request is not a wrong answer
-        else:
-            record.update(task.score([a.text for a in answers], doc["gold"]))
-        records.append(record)
+    records = [make_record(task, doc, requests, answers) for doc, requests, answers in zip(docs, per_doc, by_doc)]
 
     metrics = summarize(records, cfg.task.name)
     metrics.update({
         "model": cfg.model.name,
-        "generated": len(pending), "from_cache": len(flat) - len(pending),
+        "generated": answered.generated, "from_cache": len(flat) - answered.generated,
         "wall_s": round(time.time() - started, 2),
-        "generation_s": round(gen_seconds, 2),
-        "generated_tokens": generated_tokens,
-        "generated_tokens_per_s": round(generated_tokens / gen_seconds, 2) if pending and gen_seconds > 0 else None,
+        "generation_s": round(answered.seconds, 2),
+        "generated_tokens": answered.tokens,
+        "generated_tokens_per_s": round(answered.tokens / answered.seconds, 2) if answered.generated else None,
         "malformed_rows": documents.malformed,
         "data": {"source": documents.source, "sha256": documents.sha256},
         "prompt_sha256": hashlib.sha256("\n".join(r["prompt"] for r in records).encode()).hexdigest(),
@@ -177,6 +127,71 @@ def evaluate(cfg: EvalConfig) -> dict | None:
           f"(n={metrics['n']}, failed={metrics['failed']}, generated={metrics['generated']}, "
           f"from cache={metrics['from_cache']}) → {cfg.output_dir}")
     return metrics
+
+
+@dataclass
+class Answered:
+    responses: list[Response]
+    generated: int  # requests answered by the model in this run (the rest came from the cache)
+    tokens: int
+    seconds: float
+
+
+def answer(cfg: EvalConfig, backend, flat: list[tuple[int, GenerationRequest]], num_docs: int) -> Answered:
+    """Answer every request: from the response cache where possible, else from the backend, writing each
+    new response through to the cache the moment it arrives. The progress bar counts documents."""
+    cache = ResponseCache(cache_root(cfg.cache_dir) / "responses.sqlite")
+    keys = [ResponseCache.key(backend.fingerprint, r) for _, r in flat]
+    cached = {} if cfg.overwrite else cache.get_many(keys)
+    responses: list[Response | None] = [cached.get(k) for k in keys]
+    pending = [i for i, r in enumerate(responses) if r is None]
+    remaining = [0] * num_docs  # requests still unanswered per document
+    for i in pending:
+        remaining[flat[i][0]] += 1
+    bar = tqdm(total=num_docs, initial=sum(1 for n in remaining if n == 0), unit="doc",
+               desc=f"{cfg.model.name} · {cfg.task.name}", disable=not cfg.progress, dynamic_ncols=True)
+    started, tokens = time.time(), 0
+
+    def on_response(position: int, response: Response) -> None:
+        nonlocal tokens
+        index = pending[position]
+        responses[index] = response
+        cache.put(keys[index], response)
+        tokens += response.num_tokens
+        doc = flat[index][0]
+        remaining[doc] -= 1
+        if remaining[doc] == 0:
+            # live throughput: tokens of rows still decoding count too, where the backend reports them
+            live_tokens = getattr(backend, "tokens_generated", tokens)
+            bar.set_postfix_str(f"{live_tokens / max(time.time() - started, 1e-9):.0f} tok/s", refresh=False)
+            bar.update(1)
+
+    try:
+        backend.generate([flat[i][1] for i in pending], on_response)
+    except KeyboardInterrupt:
+        bar.close()
+        done = sum(r is not None for r in responses)
+        print(f"interrupted: {done}/{len(responses)} responses are cached; rerun the same command to resume",
+              file=sys.stderr)
+        raise SystemExit(130)
+    finally:
+        cache.close()
+    bar.close()
+    return Answered(responses, len(pending), tokens, time.time() - started)
+
+
+def make_record(task, doc: dict, requests: list[GenerationRequest], answers: list[Response]) -> dict:
+    record = {"doc_id": doc["doc_id"], "prompt": requests[0].prompt.text, "output": answers[0].text}
+    if len(answers) > 1:
+        record["outputs"] = [a.text for a in answers]
+    record["finish_reason"] = answers[0].finish_reason
+    record["num_tokens"] = answers[0].num_tokens
+    errors = [a.error for a in answers if a.error]
+    if errors:
+        record.update(gold=doc["gold"], error=errors[0])  # a failed request is not a wrong answer
+    else:
+        record.update(task.score([a.text for a in answers], doc["gold"]))
+    return record
 
 
 def write_records(output_dir: Path, records: list[dict]) -> None:

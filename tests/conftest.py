@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("GLM_EVAL_DATA") or REPO.parent / "shared" / "data")
+DATA = Path(os.environ.get("GLM_EVAL_DATA") or REPO.parent / "shared" / "data").resolve()
 
 
 @pytest.fixture(scope="session", autouse=True)
