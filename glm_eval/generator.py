@@ -228,7 +228,7 @@ class SlotGenerator:
         # Longest prompts first: the cache length only grows at the start, and memory peaks early.
         queue = deque(sorted(fits, key=lambda i: -len(requests[i].prompt.token_ids)))
         longest = len(requests[queue[0]].prompt.token_ids) + max(requests[i].max_new_tokens for i in fits)
-        slots = max(1, min(self.max_rows, len(fits), self.max_tokens // longest))
+        slots = max(1, min(self.max_rows, len(fits), self.max_tokens // max(longest, 1)))
         self.peak_rows = max(self.peak_rows, slots)
         cache = SlotCache(self.model.config.num_hidden_layers, slots)
         live: list[_Row | None] = [None] * slots
