@@ -15,11 +15,14 @@ class ModelConfig:
     gguf_file: Optional[str] = None  # a GGUF file inside `path`: dequantised once, then cached as safetensors
     gguf_package: Optional[str] = None  # a Python package whose folder holds the GGUF (sets `path`)
     revision: Optional[str] = None
-    chat: Optional[bool] = None  # use the chat template; None: when the tokenizer has one
+    chat: Optional[bool] = None  # prompt_format auto: use the chat template; None: when the tokenizer has one
+    prompt_format: str = "auto"  # auto | chat_template | raw | chatglm3 | chatglm2 | glm4 (token-exact THUDM formats)
+    stop_ids: list[int] = field(default_factory=list)  # token ids that end a reply besides the checkpoint's eos
+    rope_scaling: Optional[str] = None  # chatglm checkpoints: base | interpolation; default: the checkpoint's code
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     stop: list[str] = field(default_factory=list)  # extra stop strings for this model
-    max_length: Optional[int] = None  # context length; default from the checkpoint's config
+    max_length: Optional[int] = None  # context length; default from the checkpoint's config (seq_length)
 
 
 @dataclass

@@ -8,8 +8,10 @@ import os
 import shutil
 import sys
 import tempfile
+from functools import cached_property
 from pathlib import Path
 
+from glm_eval.checkpoints import is_chatglm_layout, load_chatglm, local_folder, read_config
 from glm_eval.config import ModelConfig
 from glm_eval.errors import UserError
 from glm_eval.protocol import GenerationRequest, LoglikelihoodRequest, OnResponse, Prompt, Response
@@ -110,10 +112,23 @@ class ModelSource:
             shutil.rmtree(tmp, ignore_errors=True)
         return self.converted
 
+    @cached_property
+    def checkpoint_config(self) -> dict:
+        return {} if self.gguf is not None else read_config(self.cfg.path, self.cfg.revision)
+
     def folder(self) -> str:
-        return str(self._convert_gguf()) if self.gguf is not None else self.cfg.path
+        if self.gguf is not None:
+            return str(self._convert_gguf())
+        if is_chatglm_layout(self.checkpoint_config):  # read by our own loader, so it needs local files
+            return str(local_folder(self.cfg.path, self.cfg.revision))
+        return self.cfg.path
 
     def load_tokenizer(self):
+        if self.checkpoint_config.get("model_type") in ("chatglm", "glm"):
+            folder = Path(self.folder())
+            if (folder / "tokenizer.model").exists():  # THUDM's SentencePiece / tiktoken vocabulary, read exactly
+                from glm_eval.glm_tokenizers import load_glm_tokenizer
+                return load_glm_tokenizer(folder)
         from transformers import AutoTokenizer
         if self.gguf is not None and not (self.converted / "config.json").exists():
             return AutoTokenizer.from_pretrained(str(self.gguf.parent), gguf_file=self.gguf.name)
@@ -123,29 +138,68 @@ class ModelSource:
             raise UserError(f"cannot load tokenizer for model {self.cfg.name} from {self.cfg.path!r}: "
                             f"{str(e).splitlines()[0]} (set model.path to a local folder when offline)") from e
 
+    def load_model(self, dtype: str, device: str):
+        import torch
+        if is_chatglm_layout(self.checkpoint_config):
+            return load_chatglm(Path(self.folder()), self.checkpoint_config, getattr(torch, dtype), device,
+                                self.cfg.rope_scaling)
+        from transformers import AutoModelForCausalLM
+        try:
+            model = AutoModelForCausalLM.from_pretrained(self.folder(), dtype=getattr(torch, dtype),
+                                                         revision=self.cfg.revision)
+        except OSError as e:
+            raise UserError(f"cannot load model {self.cfg.name} from {self.cfg.path!r}: "
+                            f"{str(e).splitlines()[0]}") from e
+        return model.to(device).eval()
+
+
+PROMPT_FORMATS = ("auto", "chat_template", "raw", "chatglm3", "chatglm2", "glm4")
+
 
 class PromptRenderer:
-    """Turns a task's prompt parts into exactly the text and token ids the model receives: the chat
-    template for chat models, plain few-shot text for base models."""
+    """Turns a task's prompt parts into exactly the text and token ids the model receives.
 
-    def __init__(self, tokenizer, chat: bool | None):
-        self.tokenizer = tokenizer
-        self.chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
+    raw: few-shot text, tokenized with the tokenizer's own prefix ([gMASK] sop for GLM models).
+    chat_template: the tokenizer's Jinja chat template.
+    chatglm3 / glm4: THUDM's build_chat_input ids, token-exact; few-shot pairs become history turns.
+    chatglm2: the "[Round n]\n\n问：…\n\n答：" text of ChatGLM2's build_prompt.
+    """
+
+    def __init__(self, tokenizer, chat: bool | None, prompt_format: str = "auto"):
+        if prompt_format not in PROMPT_FORMATS:
+            raise UserError(f"unknown model.prompt_format {prompt_format!r}; valid: {', '.join(PROMPT_FORMATS)}")
+        if prompt_format == "auto":
+            use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
+            prompt_format = "chat_template" if use_chat else "raw"
+        if prompt_format in ("chatglm3", "glm4") and not hasattr(tokenizer, "chat_ids"):
+            prompt_format = "chat_template"  # an HF-format checkpoint (e.g. glm-4-9b-chat-hf) carries its template
+        if prompt_format == "chatglm2" and not hasattr(tokenizer, "chatglm2_prompt"):
+            raise UserError("prompt_format chatglm2 needs the checkpoint's SentencePiece tokenizer.model")
+        self.tokenizer, self.format = tokenizer, prompt_format
+        self.chat = prompt_format != "raw"
 
     def render(self, shots: list[tuple[str, str]], question: str, gen_prefix: str = "") -> Prompt:
-        if self.chat:
-            messages = []
-            for user, assistant in shots:
-                messages += [("user", user), ("assistant", assistant.strip())]
-            messages.append(("user", question))
-            text = self.tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in messages],
-                                                      add_generation_prompt=True, tokenize=False)
-            text += gen_prefix.strip()
-            ids = self.tokenizer(text, add_special_tokens=False).input_ids  # the template holds any BOS
-            return Prompt(text=text, token_ids=tuple(ids), messages=tuple(messages))
-        text = "".join(f"{user} {answer.strip()}\n\n" for user, answer in shots) + question
-        text += f" {gen_prefix.strip()}" if gen_prefix.strip() else ""
-        return Prompt(text=text, token_ids=tuple(self.tokenizer(text).input_ids))
+        prefix = gen_prefix.strip()
+        if self.format == "raw":
+            text = "".join(f"{user} {answer.strip()}\n\n" for user, answer in shots) + question
+            text += f" {prefix}" if prefix else ""
+            return Prompt(text=text, token_ids=tuple(self.tokenizer.encode(text)))
+        turns = [(user, answer.strip()) for user, answer in shots]
+        messages = tuple(m for user, answer in turns for m in (("user", user), ("assistant", answer)))
+        messages += (("user", question),)
+        if self.format == "chatglm2":
+            text = self.tokenizer.chatglm2_prompt(question, turns) + prefix
+            return Prompt(text=text, token_ids=tuple(self.tokenizer.encode(text)), messages=messages)
+        if self.format in ("chatglm3", "glm4"):
+            ids = self.tokenizer.chat_ids([{"role": r, "content": c} for r, c in messages])
+            if prefix:  # the reply's (empty) metadata line, then the prefix: as an assistant turn is encoded
+                ids += self.tokenizer.text_ids("\n") + self.tokenizer.text_ids(prefix)
+            return Prompt(text=self.tokenizer.decode(ids), token_ids=tuple(ids), messages=messages)
+        text = self.tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in messages],
+                                                  add_generation_prompt=True, tokenize=False)
+        text += prefix
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids  # the template holds any BOS
+        return Prompt(text=text, token_ids=tuple(ids), messages=messages)
 
 
 def resolve_device_dtype(device: str, dtype: str):
@@ -162,20 +216,13 @@ class HFBackend:
 
     def __init__(self, source: ModelSource, tokenizer, device: str, dtype: str, max_rows: int, max_tokens: int,
                  prefill_tokens: int):
-        import torch
-        from transformers import AutoModelForCausalLM
         from glm_eval.generator import SlotGenerator
         self.device, self.dtype = resolve_device_dtype(device, dtype)
-        try:
-            self.model = AutoModelForCausalLM.from_pretrained(
-                source.folder(), dtype=getattr(torch, self.dtype), revision=source.cfg.revision).to(self.device).eval()
-        except OSError as e:
-            raise UserError(f"cannot load model {source.cfg.name} from {source.cfg.path!r}: "
-                            f"{str(e).splitlines()[0]}") from e
+        self.model = source.load_model(self.dtype, self.device)
         self.tokenizer = tokenizer
         self.fingerprint = json.dumps([source.identity, self.dtype, self.device.split(":")[0]])
         eos = self.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | set(source.cfg.stop_ids)
         if tokenizer.eos_token_id is not None:
             eos_ids.add(tokenizer.eos_token_id)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids, default=0)

@@ -82,7 +82,7 @@ def evaluate(cfg: EvalConfig) -> dict | None:
     quiet_transformers()
     task = load_task(cfg.task)
     source = ModelSource(cfg.model)  # converted models live under GLM_EVAL_CACHE, whatever cache_dir says
-    renderer = PromptRenderer(source.load_tokenizer(), cfg.model.chat)
+    renderer = PromptRenderer(source.load_tokenizer(), cfg.model.chat, cfg.model.prompt_format)
     documents = task.documents(cfg.data_dir)
     if documents.malformed:
         print(f"warning: {documents.malformed} malformed rows in {documents.source} skipped, e.g. "
@@ -114,7 +114,7 @@ def evaluate(cfg: EvalConfig) -> dict | None:
         "data": {"source": documents.source, "sha256": documents.sha256},
         "prompt_sha256": hashlib.sha256("\n".join(r["prompt"] for r in records).encode()).hexdigest(),
         "model_fingerprint": backend.fingerprint,
-        "dtype": backend.dtype, "device": backend.device, "chat_template": renderer.chat,
+        "dtype": backend.dtype, "device": backend.device, "prompt_format": renderer.format,
         "batch": OmegaConf.to_container(cfg.batch),
         "generator": backend.stats() if hasattr(backend, "stats") else {},
         "versions": versions(),
