@@ -18,7 +18,7 @@ from glm_eval.config import register
 from glm_eval.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-GROUPS = ("task", "model")
+GROUPS = ("task", "model", "suite")
 
 OmegaConf.register_new_resolver("basename", lambda path: Path(str(path).rstrip("/")).name, replace=True)
 register()

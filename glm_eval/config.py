@@ -40,6 +40,7 @@ class TaskConfig:
     gen_prefix: str = ""  # text the answer starts with (e.g. the zero-shot CoT trigger)
     stop: list[str] = field(default_factory=list)
     max_new_tokens: int = 256
+    choice_scoring: str = "logits"  # multiple-choice tasks: logits | loglik | generate (see glm_eval/choice.py)
     options: dict[str, Any] = field(default_factory=dict)  # task-specific knobs
 
 
@@ -60,6 +61,15 @@ class GenConfig:
 
 
 @dataclass
+class SuiteConfig:
+    """Several tasks run for one model in one process (the model is loaded once), plus published rows for the grid."""
+    name: str = MISSING
+    tasks: list[str] = MISSING
+    published: dict[str, dict[str, float]] = field(default_factory=dict)  # row name → task → score (%)
+    reference: Optional[str] = None  # the published row the grid's Δ rows compare against
+
+
+@dataclass
 class EvalConfig:
     task: TaskConfig = MISSING
     model: ModelConfig = MISSING
@@ -74,6 +84,7 @@ class EvalConfig:
     progress: bool = True
     batch: BatchConfig = field(default_factory=BatchConfig)
     gen: GenConfig = field(default_factory=GenConfig)
+    suite: Optional[SuiteConfig] = None  # suite=<name>: run its tasks instead of `task`
 
 
 def register() -> None:
@@ -81,3 +92,4 @@ def register() -> None:
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="task", name="task_schema", node=TaskConfig)
+    cs.store(group="suite", name="suite_schema", node=SuiteConfig)

@@ -178,11 +178,15 @@ class PromptRenderer:
         self.tokenizer, self.format = tokenizer, prompt_format
         self.chat = prompt_format != "raw"
 
-    def render(self, shots: list[tuple[str, str]], question: str, gen_prefix: str = "") -> Prompt:
+    def render(self, shots: list[tuple[str, str]], question: str, gen_prefix: str = "",
+               open_reply: bool = False) -> Prompt:
+        """`open_reply`: end where the reply's content starts (after ChatGLM3/GLM-4's metadata line), so the next
+        token is the answer itself; multiple-choice letter scoring reads its logits there."""
         prefix = gen_prefix.strip()
         if self.format == "raw":
             text = "".join(f"{user} {answer.strip()}\n\n" for user, answer in shots) + question
-            text += f" {prefix}" if prefix else ""
+            if prefix:  # "A:" + " Let's think…", but a prompt ending in a newline takes the prefix as is
+                text += prefix if text.endswith(("\n", " ")) else f" {prefix}"
             return Prompt(text=text, token_ids=tuple(self.tokenizer.encode(text)))
         turns = [(user, answer.strip()) for user, answer in shots]
         messages = tuple(m for user, answer in turns for m in (("user", user), ("assistant", answer)))
@@ -192,14 +196,30 @@ class PromptRenderer:
             return Prompt(text=text, token_ids=tuple(self.tokenizer.encode(text)), messages=messages)
         if self.format in ("chatglm3", "glm4"):
             ids = self.tokenizer.chat_ids([{"role": r, "content": c} for r, c in messages])
-            if prefix:  # the reply's (empty) metadata line, then the prefix: as an assistant turn is encoded
-                ids += self.tokenizer.text_ids("\n") + self.tokenizer.text_ids(prefix)
+            if prefix or open_reply:  # the reply's (empty) metadata line, then the prefix, as a turn is encoded
+                ids += self.tokenizer.text_ids("\n") + (self.tokenizer.text_ids(prefix) if prefix else [])
             return Prompt(text=self.tokenizer.decode(ids), token_ids=tuple(ids), messages=messages)
         text = self.tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in messages],
                                                   add_generation_prompt=True, tokenize=False)
         text += prefix
         ids = self.tokenizer(text, add_special_tokens=False).input_ids  # the template holds any BOS
         return Prompt(text=text, token_ids=tuple(ids), messages=messages)
+
+    def continuation_ids(self, text: str) -> list[int]:
+        """`text` tokenized on its own, without special tokens (a continuation after a prompt)."""
+        if hasattr(self.tokenizer, "text_ids"):
+            return self.tokenizer.text_ids(text)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def letter_token(self, letter: str) -> int:
+        """The one token that writes " X" after an answer cue: " X" itself in byte-level BPE vocabularies, "▁X" in
+        SentencePiece ones (whose dummy prefix is that space; THUDM's C-Eval script reads these ids)."""
+        for text in (" " + letter, letter):
+            ids = self.continuation_ids(text)
+            if len(ids) == 1:
+                return ids[0]
+        raise UserError(f"the tokenizer writes choice letter {letter!r} with more than one token; "
+                        f"use task.choice_scoring=loglik or generate")
 
 
 def resolve_device_dtype(device: str, dtype: str):
@@ -217,6 +237,7 @@ class HFBackend:
     def __init__(self, source: ModelSource, tokenizer, device: str, dtype: str, max_rows: int, max_tokens: int,
                  prefill_tokens: int):
         from glm_eval.generator import SlotGenerator
+        from glm_eval.loglik import LoglikelihoodScorer
         self.device, self.dtype = resolve_device_dtype(device, dtype)
         self.model = source.load_model(self.dtype, self.device)
         self.tokenizer = tokenizer
@@ -229,10 +250,11 @@ class HFBackend:
         self.generator = SlotGenerator(self.model, tokenizer, eos_ids, max_rows=max_rows, max_tokens=max_tokens,
                                        prefill_tokens=prefill_tokens, pad_id=pad,
                                        max_length=source.cfg.max_length)
+        self.scorer = LoglikelihoodScorer(self.model, pad, self.generator.max_length, token_budget=prefill_tokens)
 
     @property
     def tokens_generated(self) -> int:
-        return self.generator.generated_tokens
+        return self.generator.generated_tokens + self.scorer.tokens_scored
 
     def stats(self) -> dict:
         g = self.generator
@@ -245,17 +267,4 @@ class HFBackend:
         self.generator.generate(requests, on_response)
 
     def loglikelihood(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:
-        """One forward per (context + continuation), summed continuation log-probs. Simple on purpose:
-        the multiple-choice tasks (issue 4) will add shared-prefix reuse here."""
-        import torch
-        for index, req in enumerate(requests):
-            ctx = list(req.context.token_ids)
-            logprobs, greedy = [], []
-            for cont in req.continuations:
-                ids = torch.tensor([ctx + list(cont)], device=self.device)
-                with torch.inference_mode():
-                    logits = self.model(input_ids=ids).logits[0, len(ctx) - 1:-1].float().log_softmax(-1)
-                target = torch.tensor(cont, device=self.device)
-                logprobs.append(float(logits.gather(-1, target[:, None]).sum()))
-                greedy.append(bool((logits.argmax(-1) == target).all()))
-            on_response(index, Response(logprobs=logprobs, is_greedy=greedy, finish_reason="eos"))
+        self.scorer.score(requests, on_response)

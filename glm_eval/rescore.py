@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from glm_eval.config import EvalConfig
 from glm_eval.grid import rebuild_grid
-from glm_eval.runner import summarize, write_records
+from glm_eval.runner import answers_from_record, score_records, summarize, write_records
 from tasks import load_task
 
 
@@ -18,16 +18,14 @@ def rescore(run_dir: Path) -> dict:
     cfg = OmegaConf.merge(OmegaConf.structured(EvalConfig), OmegaConf.load(run_dir / "config.yaml"))
     task = load_task(cfg.task)
     records = [json.loads(line) for line in open(run_dir / "samples.jsonl", encoding="utf-8") if line.strip()]
-    for record in records:
-        if "error" not in record:
-            record.update(task.score(record.get("outputs") or [record["output"]], record["gold"]))
+    score_records(task, records, [answers_from_record(r) if "error" not in r else [] for r in records])
     metrics = json.loads((run_dir / "metrics.json").read_text())
     before = metrics.get("score")
-    metrics.update(summarize(records, cfg.task.name))
+    metrics.update(summarize(records, task))
     write_records(run_dir, records)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     rebuild_grid(Path(cfg.results_dir))
-    print(f"{run_dir}: accuracy {before} → {metrics['score']} (n={metrics['n']})")
+    print(f"{run_dir}: {metrics['metric']} {before} → {metrics['score']} (n={metrics['n']})")
     return metrics
 
 

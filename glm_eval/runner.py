@@ -16,9 +16,9 @@ from tqdm import tqdm
 
 from glm_eval.cache import ResponseCache
 from glm_eval.config import EvalConfig
-from glm_eval.grid import rebuild_grid, register_run
+from glm_eval.grid import rebuild_grid, register_run, write_published
 from glm_eval.models import HFBackend, ModelSource, PromptRenderer, cache_root
-from glm_eval.protocol import GenerationRequest, Response
+from glm_eval.protocol import GenerationRequest, LoglikelihoodRequest, Prompt, Request, Response
 from tasks import load_task
 
 VERSIONED = ["glm-eval", "torch", "transformers", "datasets", "hydra-core", "tokenizers"]
@@ -46,12 +46,39 @@ def mean_and_stderr(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
-def summarize(records: list[dict], task_name: str) -> dict:
-    """Score fields of metrics.json from per-document records (shared with rescore)."""
+def summarize(records: list[dict], task) -> dict:
+    """Score fields of metrics.json from per-document records (shared with rescore). With subjects: the micro
+    (per question) and macro (mean of subjects) averages, per subject and per category (a category averages its
+    subjects the way the headline does); `score` is the task's headline average."""
     scored = [r for r in records if "error" not in r]
-    score, stderr = mean_and_stderr([float(r["correct"]) for r in scored])
-    return {"task": task_name, "metric": "accuracy", "score": score, "stderr": stderr, "n": len(scored),
-            "correct": sum(bool(r["correct"]) for r in scored), "failed": len(records) - len(scored)}
+    micro, stderr = mean_and_stderr([float(r["correct"]) for r in scored])
+    out = {"task": task.cfg.name, "metric": task.metric, "score": micro, "stderr": stderr, "average": "micro",
+           "n": len(scored), "correct": sum(bool(r["correct"]) for r in scored), "failed": len(records) - len(scored)}
+    by_subject: dict[str, list[float]] = {}
+    category_of: dict[str, set[str]] = {}  # a subject may belong to several groups (CMMLU's "China specific")
+    for r in scored:
+        if "subject" in r:
+            by_subject.setdefault(r["subject"], []).append(float(r["correct"]))
+            groups = r.get("category") or []
+            category_of[r["subject"]] = set([groups] if isinstance(groups, str) else groups)
+    if not by_subject:
+        return out
+    subjects = {s: {"score": sum(v) / len(v), "n": len(v)} for s, v in sorted(by_subject.items())}
+    macro = sum(x["score"] for x in subjects.values()) / len(subjects)
+    # stderr of a mean of subject means: sqrt(sum of the subjects' squared stderrs) / number of subjects
+    subject_errors = [mean_and_stderr(v)[1] for v in by_subject.values()]
+    macro_stderr = math.sqrt(sum(e * e for e in subject_errors if e == e)) / len(subjects)
+    categories: dict[str, dict] = {}
+    for category in sorted(set().union(*category_of.values())):
+        members = [s for s in subjects if category in category_of[s]]
+        values = [v for s in members for v in by_subject[s]]
+        average = (sum(subjects[s]["score"] for s in members) / len(members) if task.headline == "macro"
+                   else sum(values) / len(values))
+        categories[category] = {"score": average, "n": len(values), "subjects": len(members)}
+    out.update(micro=micro, macro=macro, subjects=subjects, categories=categories, average=task.headline)
+    if task.headline == "macro":
+        out.update(score=macro, stderr=macro_stderr)
+    return out
 
 
 def quiet_transformers() -> None:
@@ -61,28 +88,75 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def build_requests(cfg: EvalConfig, task, renderer, docs) -> list[list[GenerationRequest]]:
-    return [task.requests(doc, task.shots(doc, cfg.data_dir), renderer.render, cfg.gen, list(cfg.model.stop))
+def build_requests(cfg: EvalConfig, task, renderer, docs) -> list[list[Request]]:
+    return [task.requests(doc, task.shots(doc, cfg.data_dir), renderer, cfg.gen, list(cfg.model.stop))
             for doc in docs]
 
 
-def show_prompts(per_doc: list[list[GenerationRequest]], count: int) -> None:
+def prompt_of(request: Request) -> Prompt:
+    return request.prompt if isinstance(request, GenerationRequest) else request.context
+
+
+def show_prompts(per_doc: list[list[Request]], count: int) -> None:
     for doc_id, requests in enumerate(per_doc[:count]):
-        prompt = requests[0].prompt
+        prompt = prompt_of(requests[0])
         print(f"===== prompt {doc_id} ({len(prompt.token_ids)} tokens) =====")
         print(prompt.text)
         print(f"----- token ids -----\n{list(prompt.token_ids)}")
+        if isinstance(requests[0], LoglikelihoodRequest):
+            print(f"----- scored continuations -----\n{[list(c) for c in requests[0].continuations]}")
+
+
+class LoadedModel:
+    """The model side of a run: tokenizer and prompt format now, weights on first use; a suite shares it."""
+
+    def __init__(self, cfg: EvalConfig):
+        self.cfg = cfg
+        self.source = ModelSource(cfg.model)  # converted models live under GLM_EVAL_CACHE, whatever cache_dir says
+        self.renderer = PromptRenderer(self.source.load_tokenizer(), cfg.model.chat, cfg.model.prompt_format)
+        self._backend = None
+
+    @property
+    def backend(self) -> HFBackend:
+        if self._backend is None:
+            c = self.cfg
+            self._backend = HFBackend(self.source, self.renderer.tokenizer, c.model.device, c.model.dtype,
+                                      c.batch.max_rows, c.batch.max_tokens, c.batch.prefill_tokens)
+        return self._backend
 
 
 def evaluate(cfg: EvalConfig) -> dict | None:
-    started = time.time()
     if cfg.threads:
         import torch
         torch.set_num_threads(cfg.threads)
     quiet_transformers()
+    if cfg.suite is not None:
+        return evaluate_suite(cfg)
+    return evaluate_task(cfg, LoadedModel(cfg))
+
+
+def evaluate_suite(cfg: EvalConfig) -> dict:
+    """Every task of the suite for one model, loaded once; the other overrides apply to each task."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("suite=", "task="))]
+    loaded, results = None, {}
+    for name in cfg.suite.tasks:
+        task_cfg = compose("config", overrides=[*overrides, f"task={name}"])
+        loaded = loaded or LoadedModel(task_cfg)
+        results[name] = evaluate_task(task_cfg, loaded)
+    if cfg.show_prompts:
+        return results
+    write_published(Path(cfg.results_dir), OmegaConf.to_container(cfg.suite, resolve=True))
+    grid = rebuild_grid(Path(cfg.results_dir))
+    print(f"\n{cfg.suite.name} · {cfg.model.name}\n{(Path(cfg.results_dir) / 'grid.md').read_text()}")
+    return {"suite": cfg.suite.name, "tasks": results, "grid_rows": len(grid)}
+
+
+def evaluate_task(cfg: EvalConfig, loaded: LoadedModel) -> dict | None:
+    started = time.time()
     task = load_task(cfg.task)
-    source = ModelSource(cfg.model)  # converted models live under GLM_EVAL_CACHE, whatever cache_dir says
-    renderer = PromptRenderer(source.load_tokenizer(), cfg.model.chat, cfg.model.prompt_format)
+    renderer = loaded.renderer
     documents = task.documents(cfg.data_dir)
     if documents.malformed:
         print(f"warning: {documents.malformed} malformed rows in {documents.source} skipped, e.g. "
@@ -93,16 +167,16 @@ def evaluate(cfg: EvalConfig) -> dict | None:
         show_prompts(per_doc, cfg.show_prompts)
         return None
 
-    backend = HFBackend(source, renderer.tokenizer, cfg.model.device, cfg.model.dtype, cfg.batch.max_rows,
-                        cfg.batch.max_tokens, cfg.batch.prefill_tokens)
+    backend = loaded.backend
     flat = [(d, r) for d, reqs in enumerate(per_doc) for r in reqs]
     answered = answer(cfg, backend, flat, len(per_doc))
     by_doc: list[list[Response]] = [[] for _ in per_doc]
     for (d, _), response in zip(flat, answered.responses):
         by_doc[d].append(response)
     records = [make_record(task, doc, requests, answers) for doc, requests, answers in zip(docs, per_doc, by_doc)]
+    score_records(task, records, by_doc)
 
-    metrics = summarize(records, cfg.task.name)
+    metrics = summarize(records, task)
     metrics.update({
         "model": cfg.model.name,
         "generated": answered.generated, "from_cache": len(flat) - answered.generated,
@@ -113,6 +187,7 @@ def evaluate(cfg: EvalConfig) -> dict | None:
         "malformed_rows": documents.malformed,
         "data": {"source": documents.source, "sha256": documents.sha256},
         "prompt_sha256": hashlib.sha256("\n".join(r["prompt"] for r in records).encode()).hexdigest(),
+        "choice_scoring": cfg.task.choice_scoring if task.multiple_choice else None,
         "model_fingerprint": backend.fingerprint,
         "dtype": backend.dtype, "device": backend.device, "prompt_format": renderer.format,
         "batch": OmegaConf.to_container(cfg.batch),
@@ -123,7 +198,8 @@ def evaluate(cfg: EvalConfig) -> dict | None:
     write_run(Path(cfg.output_dir), OmegaConf.to_yaml(cfg, resolve=True), records, metrics)
     register_run(Path(cfg.results_dir), Path(cfg.output_dir))
     rebuild_grid(Path(cfg.results_dir))
-    print(f"{cfg.model.name} · {cfg.task.name}: accuracy {metrics['score']:.4f} ± {metrics['stderr']:.4f} "
+    print(f"{cfg.model.name} · {cfg.task.name}: {metrics['metric']} ({metrics['average']}) "
+          f"{metrics['score']:.4f} ± {metrics['stderr']:.4f} "
           f"(n={metrics['n']}, failed={metrics['failed']}, generated={metrics['generated']}, "
           f"from cache={metrics['from_cache']}) → {cfg.output_dir}")
     return metrics
@@ -137,7 +213,7 @@ class Answered:
     seconds: float
 
 
-def answer(cfg: EvalConfig, backend, flat: list[tuple[int, GenerationRequest]], num_docs: int) -> Answered:
+def answer(cfg: EvalConfig, backend, flat: list[tuple[int, Request]], num_docs: int) -> Answered:
     """Answer every request: from the response cache where possible, else from the backend, writing each
     new response through to the cache the moment it arrives. The progress bar counts documents."""
     cache = ResponseCache(cache_root(cfg.cache_dir) / "responses.sqlite")
@@ -152,9 +228,8 @@ def answer(cfg: EvalConfig, backend, flat: list[tuple[int, GenerationRequest]], 
                desc=f"{cfg.model.name} · {cfg.task.name}", disable=not cfg.progress, dynamic_ncols=True)
     started, tokens = time.time(), 0
 
-    def on_response(position: int, response: Response) -> None:
+    def on_response(index: int, response: Response) -> None:
         nonlocal tokens
-        index = pending[position]
         responses[index] = response
         cache.put(keys[index], response)
         tokens += response.num_tokens
@@ -167,7 +242,11 @@ def answer(cfg: EvalConfig, backend, flat: list[tuple[int, GenerationRequest]], 
             bar.update(1)
 
     try:
-        backend.generate([flat[i][1] for i in pending], on_response)
+        for kind, call in ((GenerationRequest, backend.generate), (LoglikelihoodRequest, backend.loglikelihood)):
+            batch = [i for i in pending if isinstance(flat[i][1], kind)]
+            if batch:
+                call([flat[i][1] for i in batch], lambda position, response, batch=batch:
+                     on_response(batch[position], response))
     except KeyboardInterrupt:
         bar.close()
         done = sum(r is not None for r in responses)
@@ -180,18 +259,37 @@ def answer(cfg: EvalConfig, backend, flat: list[tuple[int, GenerationRequest]], 
     return Answered(responses, len(pending), tokens, time.time() - started)
 
 
-def make_record(task, doc: dict, requests: list[GenerationRequest], answers: list[Response]) -> dict:
-    record = {"doc_id": doc["doc_id"], "prompt": requests[0].prompt.text, "output": answers[0].text}
-    if len(answers) > 1:
-        record["outputs"] = [a.text for a in answers]
-    record["finish_reason"] = answers[0].finish_reason
-    record["num_tokens"] = answers[0].num_tokens
+def make_record(task, doc: dict, requests: list[Request], answers: list[Response]) -> dict:
+    """What a reader needs to check one document: the prompt, the raw output (or the scored log-probs), and the
+    fields the task scores it with (so rescore needs no data files)."""
+    record = {"doc_id": doc["doc_id"], **{k: doc[k] for k in ("subject", "category") if k in doc}}
+    record["prompt"] = prompt_of(requests[0]).text
+    if isinstance(requests[0], GenerationRequest):
+        record["output"] = answers[0].text
+        if len(answers) > 1:
+            record["outputs"] = [a.text for a in answers]
+        record["finish_reason"] = answers[0].finish_reason
+        record["num_tokens"] = answers[0].num_tokens
+    else:
+        record["logprobs"] = answers[0].logprobs
+    record.update({k: doc[k] for k in task.record_fields})
     errors = [a.error for a in answers if a.error]
     if errors:
-        record.update(gold=doc["gold"], error=errors[0])  # a failed request is not a wrong answer
-    else:
-        record.update(task.score([a.text for a in answers], doc["gold"]))
+        record["error"] = errors[0]  # a failed request is not a wrong answer
     return record
+
+
+def answers_from_record(record: dict) -> list[Response]:
+    if "logprobs" in record:
+        return [Response(logprobs=record["logprobs"])]
+    return [Response(text=t) for t in record.get("outputs") or [record["output"]]]
+
+
+def score_records(task, records: list[dict], answers: list[list[Response]]) -> None:
+    """Add the task's extraction and verdict to every record whose requests succeeded."""
+    ok = [i for i, r in enumerate(records) if "error" not in r]
+    for i, fields in zip(ok, task.score_all([answers[i] for i in ok], [records[i] for i in ok])):
+        records[i].update(fields)
 
 
 def write_records(output_dir: Path, records: list[dict]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from glm_eval.config import GenConfig, TaskConfig
 from glm_eval.errors import UserError
-from glm_eval.protocol import GenerationRequest
+from glm_eval.protocol import GenerationRequest, Request, Response
 
 
 @dataclass
@@ -29,11 +29,28 @@ def data_root(configured: str | None) -> Path | None:
     return Path(root).expanduser() if root else None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _read_jsonl(path: Path) -> tuple[list[dict | None], list[str]]:
+def load_hub_dataset(title: str, cfg: TaskConfig, config_name: str | None, split: str, dataset: str | None = None):
+    """datasets.load_dataset (of cfg.dataset unless `dataset` is given) with one clear line when the hub (or the
+    id) is not reachable."""
+    dataset = dataset or cfg.dataset
+    try:
+        import datasets
+        import huggingface_hub
+        datasets.logging.set_verbosity_error()  # their retry warnings would bury our one-line error
+        huggingface_hub.utils.logging.set_verbosity_error()
+        return datasets.load_dataset(dataset, config_name, split=split)
+    except Exception as e:  # offline, unknown id, broken cache: one line with both fixes
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UserError(f"{title}: cannot load {dataset} from the Hugging Face hub ({reason}); "
+                        f"either pass data_dir=<folder holding {cfg.local_file}> (or set GLM_EVAL_DATA), "
+                        f"or make the hub reachable") from e
+
+
+def read_jsonl(path: Path) -> tuple[list[dict | None], list[str]]:
     rows, bad = [], []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
@@ -49,9 +66,17 @@ def _read_jsonl(path: Path) -> tuple[list[dict | None], list[str]]:
 
 
 class Task:
-    """Base class. Subclasses set `title` and implement `parse`, `prompt`, `extract`, `is_correct`."""
+    """Base class. Subclasses set `title` and implement `parse`, `prompt`, `extract`, `is_correct`.
+
+    A document may carry `subject` (a subtask) and `category` (a group of subjects); the score is then reported
+    per subject and category, micro (per question) and macro (mean of subjects), and `headline` says which of the
+    two is the task's score."""
 
     title = "task"
+    headline = "micro"
+    metric = "accuracy"
+    multiple_choice = False
+    record_fields: tuple[str, ...] = ("gold",)  # document fields copied into records: all that scoring reads
 
     def __init__(self, cfg: TaskConfig):
         self.cfg = cfg
@@ -69,34 +94,37 @@ class Task:
             if not path.exists():
                 raise UserError(f"{self.title}: {path} not found; data_dir (or GLM_EVAL_DATA) must point at a "
                                 f"folder laid out like ../shared/data (holding {local_file})")
-            rows, bad = _read_jsonl(path)
-            source, digest = str(path), {local_file: _sha256(path)}
+            rows, bad, names = self.local_rows(path)
+            # files by their path under the data root (a single-file task: its local_file)
+            digest = {(os.path.normpath(f"{local_file}/{k}") if path.is_dir() else local_file): v
+                      for k, v in names.items()}
+            source = str(path)
         else:
-            rows, bad, source, digest = self._load_hub(split)
+            rows, source, digest = self.hub_rows(split)
+            bad = []
         docs = []
         for number, row in enumerate(rows):
             doc = self.parse(row) if row is not None else None
             if doc is None:
                 if row is not None:
-                    bad.append(f"row {number}: missing or unusable fields {sorted(row)[:6]}")
+                    where = row.get("subject") or row.get("subset") or ""
+                    bad.append(f"row {number}{f' ({where})' if where else ''}: missing or unusable fields "
+                               f"{sorted(row)[:6]}")
                 continue
             doc["doc_id"] = len(docs)
             docs.append(doc)
         return Documents(docs, source, malformed=len(bad), malformed_examples=bad[:5], sha256=digest)
 
-    def _load_hub(self, split: str):
-        try:
-            import datasets
-            import huggingface_hub
-            datasets.logging.set_verbosity_error()  # their retry warnings would bury our one-line error
-            huggingface_hub.utils.logging.set_verbosity_error()
-            ds = datasets.load_dataset(self.cfg.dataset, self.cfg.dataset_config, split=split)
-        except Exception as e:  # offline, unknown id, broken cache: one line with both fixes
-            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise UserError(f"{self.title}: cannot load {self.cfg.dataset} from the Hugging Face hub ({reason}); "
-                            f"either pass data_dir=<folder holding {self.cfg.local_file}> (or set GLM_EVAL_DATA), "
-                            f"or make the hub reachable") from e
-        return list(ds), [], f"hf:{self.cfg.dataset}/{self.cfg.dataset_config}/{split}", \
+    def local_rows(self, path: Path) -> tuple[list[dict | None], list[str], dict[str, str]]:
+        """Rows of a local file or folder (None for an unreadable row), problems found, sha256 per file.
+        Default: one JSON-lines file; tasks with other layouts (CSV per subject, JSON per subtask) override."""
+        rows, bad = read_jsonl(path)
+        return rows, bad, {path.name: file_sha256(path)}
+
+    def hub_rows(self, split: str) -> tuple[list[dict], str, dict[str, str]]:
+        """Rows from the HF hub: the task's dataset id and config; tasks split over many configs override."""
+        ds = load_hub_dataset(self.title, self.cfg, self.cfg.dataset_config, split)
+        return list(ds), f"hf:{self.cfg.dataset}/{self.cfg.dataset_config}/{split}", \
             {f"hf:{self.cfg.dataset}/{split}": ds._fingerprint}
 
     def documents(self, data_dir: str | None) -> Documents:
@@ -117,9 +145,9 @@ class Task:
         """(few-shot (question, answer) pairs, final question) before the model's template is applied."""
         raise NotImplementedError
 
-    def requests(self, doc: dict, shots: list[dict], render, gen: GenConfig, stop: list[str]) -> list[GenerationRequest]:
+    def requests(self, doc: dict, shots: list[dict], renderer, gen: GenConfig, stop: list[str]) -> list[Request]:
         pairs, question = self.prompt(doc, shots)
-        prompt = render(pairs, question, self.cfg.gen_prefix)
+        prompt = renderer.render(pairs, question, self.cfg.gen_prefix)
         return [GenerationRequest(prompt=prompt, max_new_tokens=gen.max_new_tokens or self.cfg.max_new_tokens,
                                   stop=tuple(dict.fromkeys([*self.cfg.stop, *stop])), temperature=gen.temperature,
                                   top_p=gen.top_p, seed=gen.seed + doc["doc_id"], sample_index=k)
@@ -128,11 +156,15 @@ class Task:
     def extract(self, output: str) -> str | None:
         raise NotImplementedError
 
-    def is_correct(self, extracted: str | None, gold: str) -> bool:
+    def is_correct(self, extracted: str | None, gold) -> bool:
         raise NotImplementedError
 
-    def score(self, outputs: list[str], gold: str) -> dict:
-        """Per-document record fields. With several samples, the first is scored (pass@1 of sample 0);
-        tasks that vote or count pass@k override this."""
-        extracted = self.extract(outputs[0])
-        return {"extracted": extracted, "gold": gold, "correct": self.is_correct(extracted, gold)}
+    def score(self, answers: list[Response], record: dict) -> dict:
+        """Verdict fields for one document from its responses and its record (which holds `record_fields`; on
+        rescore the responses are rebuilt from the record). With several samples the first is scored."""
+        extracted = self.extract(answers[0].text)
+        return {"extracted": extracted, "correct": self.is_correct(extracted, record["gold"])}
+
+    def score_all(self, answers: list[list[Response]], records: list[dict]) -> list[dict]:
+        """All documents at once; tasks whose scoring runs programs or workers override it to run in parallel."""
+        return [self.score(a, r) for a, r in zip(answers, records)]

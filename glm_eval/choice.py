@@ -1,0 +1,103 @@
+"""Multiple-choice tasks (MMLU, C-Eval, CMMLU, AGIEval's choice subsets) and their scoring modes, chosen per run
+with `task.choice_scoring=`:
+
+- logits (default): one forward per question and the next-token logits of the choice letters right after the
+  answer cue, as THUDM's C-Eval script does. A letter is the one token writing " X": " X" in byte-level BPE
+  vocabularies, "▁X" in SentencePiece ones (ChatGLM: 316, 347, 319, 367). Chat models get the question in the user
+  turn and the letters are read where the reply's content starts.
+- loglik: the log-likelihood of each option's continuation " X" after the shared context, computed once (lm-eval's
+  way; with ChatGLM's SentencePiece model " A" is two tokens, "▁▁" "A").
+- generate: greedy generation, then the letter is read from the text (endpoints without logits).
+
+Multi-answer questions (AGIEval jec-qa, part of gaokao-physics): in the logit modes a question counts as right when
+the best letter is one of its answers (lm-eval's rule); in generate mode the extracted letters must equal the set.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from glm_eval.config import GenConfig
+from glm_eval.errors import UserError
+from glm_eval.protocol import LoglikelihoodRequest, Request, Response
+from glm_eval.task import Task, file_sha256
+
+CHOICE_SCORING = ("logits", "loglik", "generate")
+
+
+def options_block(options: list[str], letters: str) -> str:
+    return "".join(f"\n{letter}. {option}" for letter, option in zip(letters, options))
+
+
+def read_subject_csvs(folder: Path, suffix: str = "") -> tuple[list[dict | None], list[str], dict[str, str]]:
+    """Every `<subject><suffix>.csv` in a folder, each row tagged with its subject (the layout of MMLU, C-Eval
+    and CMMLU in ../shared/data)."""
+    rows, bad, digest = [], [], {}
+    for path in sorted(folder.glob(f"*{suffix}.csv")):
+        subject = path.name[:-len(f"{suffix}.csv")]
+        digest[path.name] = file_sha256(path)
+        with open(path, encoding="utf-8", newline="") as f:
+            for number, row in enumerate(csv.DictReader(f), 2):
+                if None in row or any(v is None for v in row.values()):  # ragged line
+                    bad.append(f"{path.name}:{number}: wrong number of fields")
+                    rows.append(None)
+                else:
+                    rows.append({**row, "subject": subject})
+    if not rows:
+        bad.append(f"no *{suffix}.csv files in {folder}")
+    return rows, bad, digest
+
+
+class MultipleChoiceTask(Task):
+    """Subclasses parse rows into documents with `question`, `options`, `letters`, `gold` (the correct letters),
+    `subject`, `category` and optionally `multi`, and build the prompt text ending with the answer cue."""
+
+    multiple_choice = True
+    record_fields = ("gold", "letters", "multi")
+    description = ""  # a line before the questions; "{subject}" is filled in
+    cue = "Answer:"
+
+    def subject_name(self, subject: str) -> str:
+        return subject.replace("_", " ")
+
+    def question_text(self, doc: dict) -> str:
+        return f"{doc['question'].strip()}{options_block(doc['options'], doc['letters'])}\n{self.cue}"
+
+    def prompt(self, doc: dict, shots: list[dict]) -> tuple[list[tuple[str, str]], str]:
+        head = self.description.format(subject=self.subject_name(doc["subject"]))
+        pairs = [(self.question_text(s), s["gold"]) for s in shots]
+        if pairs:
+            pairs[0] = (head + pairs[0][0], pairs[0][1])
+            return pairs, self.question_text(doc)
+        return pairs, head + self.question_text(doc)
+
+    def shots(self, doc: dict, data_dir: str | None) -> list[dict]:
+        """The first k dev questions of the document's own subject (the standard k-shot protocol)."""
+        if self.cfg.shots <= 0:
+            return []
+        if self._shot_pool is None:
+            self._shot_pool = self._load(data_dir, self.cfg.shot_local_file, self.cfg.shot_split).docs
+        return [s for s in self._shot_pool if s["subject"] == doc["subject"]][:self.cfg.shots]
+
+    def requests(self, doc: dict, shots: list[dict], renderer, gen: GenConfig, stop: list[str]) -> list[Request]:
+        mode = self.cfg.choice_scoring
+        if mode not in CHOICE_SCORING:
+            raise UserError(f"unknown task.choice_scoring {mode!r}; valid: {', '.join(CHOICE_SCORING)}")
+        if mode == "generate":
+            return super().requests(doc, shots, renderer, gen, stop)
+        pairs, question = self.prompt(doc, shots)
+        prompt = renderer.render(pairs, question, "", open_reply=True)
+        if mode == "logits":
+            continuations = tuple((renderer.letter_token(letter),) for letter in doc["letters"])
+        else:
+            continuations = tuple(tuple(renderer.continuation_ids(" " + letter)) for letter in doc["letters"])
+        return [LoglikelihoodRequest(prompt, continuations)]
+
+    def score(self, answers: list[Response], record: dict) -> dict:
+        gold, letters, answer = record["gold"], record["letters"], answers[0]
+        if answer.logprobs:
+            chosen = letters[max(range(len(letters)), key=answer.logprobs.__getitem__)]
+            return {"extracted": chosen, "correct": chosen in gold}
+        from glm_eval.answers import extract_choice
+        chosen = extract_choice(answer.text, letters, multi=bool(record.get("multi")))
+        return {"extracted": chosen, "correct": chosen == gold}

@@ -1,0 +1,591 @@
+"""Run untrusted generated programs (MBPP / HumanEval completions) in separate, limited processes.
+
+What is isolated. Each program runs as ``python -I -S`` (``sys.executable``; isolated mode; the sys.path that
+site would build is set without running .pth hooks, which cost ~45 ms per start here) in a fresh temporary
+directory that is its cwd, HOME and TMPDIR, with a minimal environment (no proxies, tokens or PYTHON*
+variables), stdin on /dev/null, stdout discarded and only the tail of stderr kept. A small bootstrap applies,
+before the program's first line:
+
+- its own session and process group (``setsid``): on timeout the whole group gets SIGKILL;
+- rlimits: RLIMIT_AS (``memory_mb``), RLIMIT_CPU, RLIMIT_FSIZE (64 MB), RLIMIT_NPROC, RLIMIT_CORE 0,
+  RLIMIT_NOFILE; niceness +5; ``no_new_privs`` (setuid binaries such as su or sudo gain nothing);
+- network: a new, empty network namespace (no interface up, not even loopback) and a new IPC namespace, where
+  the kernel allows it (root, or unprivileged user namespaces for a non-root caller). Otherwise an audit hook
+  (``sys.addaudithook``; Python code cannot remove it) refuses non-AF_UNIX sockets, name lookups, starting
+  other programs (they would not carry the hook) and ctypes calls: a guard against accidents, not a boundary;
+- as root: the program runs as a dedicated unprivileged uid/gid, ``UID_BASE + slot`` (not in /etc/passwd, no
+  supplementary groups). That is what makes RLIMIT_NPROC hold (the kernel does not apply it to root) and what
+  keeps the program from deleting or modifying files outside its directory: it can write only where everyone
+  may (/tmp, /var/tmp, /dev/shm; what it leaves at their top level is removed after the run). Each concurrent
+  run holds its own slot (an flock, so also across harness processes), so after every run all processes of
+  that uid are killed -- including descendants that left the process group with setsid -- and nothing of a
+  sibling run is touched. If the Python installation lies below a directory that uid cannot enter (pyenv in
+  /root), the run gets a private mount namespace in which that directory is an empty tmpfs holding only bind
+  mounts of the Python directories: the interpreter works and the rest of that directory stays hidden.
+
+What is not isolated. The filesystem is not hidden: the program can read whatever is world-readable, and see
+the process table. CPU time and memory are limited per process: a program may run up to RLIMIT_NPROC
+processes, each with its own RLIMIT_AS (an aggregate cap needs cgroups). There is no seccomp filter.
+Linux only (/proc, namespaces, pidfd).
+
+As a non-root caller there is no uid drop: the program runs as the caller's user, so files outside its
+directory are protected only by normal file permissions, it can signal the caller's other processes,
+RLIMIT_NPROC counts all of that user's processes (it is set to their current number plus the budget), and a
+descendant that calls setsid escapes the group kill. ``isolation()`` reports what applies on this machine.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["Outcome", "run_program", "run_programs", "isolation"]
+
+STDERR_CHARS = 2_000     # Outcome.detail keeps at most this much of the end of stderr
+FILE_MB = 64             # RLIMIT_FSIZE: a runaway write cannot fill the disk
+NPROC = 64               # processes (threads count too) a program may have at once
+NOFILE = 256
+# Dedicated uids for root runs: far above login users and the usual subordinate-id ranges, below 2**31.
+UID_BASE = int(os.environ.get("GLM_EVAL_SANDBOX_UID_BASE", 1_900_000_000))
+UID_SLOTS = 512          # concurrent root runs per machine, all harness processes together
+SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")   # world-writable places a dropped uid can still write to
+
+_FORCE_AUDIT = False     # tests set this to exercise the audit-hook fallback on machines where netns works
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str          # "passed" | "failed" (non-zero exit, assertion) | "timeout" | "error" (sandbox could not run)
+    detail: str = ""     # last lines of stderr (at most STDERR_CHARS), or why it timed out / could not run
+    seconds: float = 0.0
+
+
+def run_program(source: str, timeout: float = 10.0, memory_mb: int = 1024, cpu_seconds: int | None = None) -> Outcome:
+    """Run one program in the sandbox and wait for it (at most `timeout` seconds, wall clock).
+
+    `cpu_seconds` defaults to ceil(timeout) + 1 per process, so for a single-threaded program the wall clock
+    decides. "passed" means exit status 0: as in the reference harnesses, a program that exits early with
+    status 0 (``sys.exit()``) passes. Never raises for a bad program; "error" only when the sandbox itself
+    cannot run it.
+    """
+    return _run(source, timeout, memory_mb, cpu_seconds)[0]
+
+
+def run_programs(sources: list[str], timeout: float = 10.0, memory_mb: int = 1024, workers: int | None = None,
+                 on_done: Callable[[int, Outcome], None] | None = None) -> list[Outcome]:
+    """Run programs in parallel (default: one at a time per usable CPU); outcomes in the order of `sources`.
+
+    `on_done(index, outcome)` is called in the calling thread as each program finishes (progress, records).
+    If it raises, or the caller is interrupted, running programs are killed and queued ones never start.
+    """
+    workers = max(1, min(workers or len(os.sched_getaffinity(0)), len(sources) or 1))
+    results: list[Outcome | None] = [None] * len(sources)
+    finished: list[tuple[int, Outcome]] = []
+    cond = threading.Condition()
+    abort = threading.Event()
+
+    def work(i: int) -> None:
+        try:
+            outcome = Outcome("error", "aborted") if abort.is_set() else _run(sources[i], timeout, memory_mb,
+                                                                                None, abort)[0]
+        except BaseException as e:  # a bug in the sandbox: report it rather than hang the caller
+            outcome = Outcome("error", f"sandbox: {type(e).__name__}: {e}")
+        with cond:
+            finished.append((i, outcome))
+            cond.notify()
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox")
+    try:
+        for i in range(len(sources)):
+            pool.submit(work, i)
+        for _ in range(len(sources)):
+            with cond:
+                while not finished:
+                    cond.wait()
+                i, outcome = finished.pop()
+            results[i] = outcome
+            if on_done is not None:
+                on_done(i, outcome)
+    except BaseException:
+        abort.set()          # why: Ctrl-C must not leave up to `timeout` seconds of programs running
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results  # type: ignore[return-value]
+
+
+_isolation: dict | None = None
+_isolation_lock = threading.Lock()
+
+
+def isolation() -> dict:
+    """What isolation applies here, probed once by running an empty program through the sandbox.
+
+    Keys: ``ok`` (the probe ran; else ``error``), ``root``, ``uid_drop``, ``uid_range`` ((first, last) or None),
+    ``network`` ("netns" | "audit"), ``ipc_namespace``, ``nproc_per_run`` (RLIMIT_NPROC holds, per run),
+    ``kill`` (how a run's processes are ended), ``files`` (what protects files outside the run's directory).
+    """
+    global _isolation
+    with _isolation_lock:
+        if _isolation is None:
+            outcome, report = _run("pass", 30.0, 256, None)
+            root = os.geteuid() == 0
+            _isolation = {
+                "ok": outcome.status == "passed", "error": "" if outcome.status == "passed" else outcome.detail,
+                "root": root, "uid_drop": root and report.get("uid") not in (None, 0),
+                "uid_range": (UID_BASE, UID_BASE + UID_SLOTS - 1) if root else None,
+                "network": report.get("network", "audit"), "ipc_namespace": bool(report.get("ipc")),
+                "nproc_per_run": root,
+                "kill": ("process group, then every process of the run's uid" if root
+                         else "process group (a descendant that calls setsid escapes)"),
+                "files": ("dedicated uid: writes only to its directory and world-writable places" if root
+                          else "caller's uid: normal file permissions only"),
+            }
+        return dict(_isolation)
+
+
+# --- inside the child ------------------------------------------------------------------------------------------
+
+# Runs in the child before the program, as root (or the caller). It reports over fd `ready` so that the parent
+# can tell "the sandbox failed" from "the program failed"; the fd is closed before the program starts, so the
+# program cannot forge that report. Everything here costs every run: keep it small.
+_BOOTSTRAP = r'''
+import json, os, resource, sys
+cfg = json.loads(sys.argv[1])
+ready = cfg["ready"]
+try:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    nproc = cfg["nproc"]
+    if cfg["uid"] is None:  # not root: RLIMIT_NPROC counts all of this user's processes; allow those + budget
+        me = str(os.getuid()).encode()
+        for p in os.listdir("/proc"):
+            try:
+                with open("/proc/" + p + "/status", "rb") as f:
+                    status = f.read()
+            except OSError:
+                continue
+            i = status.find(b"\nUid:")
+            nproc += i >= 0 and status[i + 5:].split()[0] == me
+    if cfg["reveal"]:
+        # The Python installation sits below a directory the sandbox uid cannot enter (e.g. pyenv in /root):
+        # in a private mount namespace, that directory becomes an empty tmpfs holding only bind mounts of the
+        # Python directories (the rest of it stays hidden).
+        if libc.unshare(0x00020000) != 0 or libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None) != 0:
+            raise OSError(ctypes.get_errno(), "private mount namespace")
+        for hidden, paths in cfg["reveal"].items():
+            fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in paths]
+            if libc.mount(b"tmpfs", hidden.encode(), b"tmpfs", 2 | 4, b"mode=0755,size=1m") != 0:
+                raise OSError(ctypes.get_errno(), "tmpfs over " + hidden)
+            for p, fd in zip(paths, fds):
+                os.makedirs(p, exist_ok=True)
+                if libc.mount(f"/proc/self/fd/{fd}".encode(), p.encode(), None, 0x1000 | 0x4000, None) != 0:
+                    raise OSError(ctypes.get_errno(), "bind mount of " + p)
+                os.close(fd)
+    network, ipc = "audit", False
+    if cfg["netns"]:
+        # CLONE_NEWNET | CLONE_NEWIPC need CAP_SYS_ADMIN; a non-root caller may get them in a new user namespace.
+        flags = 0x40000000 | 0x08000000 | (0 if os.geteuid() == 0 else 0x10000000)
+        if libc.unshare(flags) == 0:
+            network, ipc = "netns", True
+        elif libc.unshare(flags & ~0x08000000) == 0:
+            network = "netns"
+    cfg["limits"]["RLIMIT_NPROC"] = (nproc, nproc)
+    for name, (soft, hard) in cfg["limits"].items():
+        limit = getattr(resource, name)
+        ceiling = resource.getrlimit(limit)[1]   # a non-root caller cannot raise its own hard limits
+        if ceiling != resource.RLIM_INFINITY:
+            soft, hard = min(soft, ceiling), min(hard, ceiling)
+        resource.setrlimit(limit, (soft, hard))
+    os.nice(5)                       # the harness and the machine stay responsive under a fork bomb
+    os.umask(0o077)
+    if cfg["uid"] is not None:
+        os.setgroups([])
+        os.setresgid(cfg["uid"], cfg["uid"], cfg["uid"])
+        os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])
+    libc.prctl(38, 1, 0, 0, 0)       # PR_SET_NO_NEW_PRIVS
+    libc.prctl(1, 9, 0, 0, 0)        # PR_SET_PDEATHSIG SIGKILL (after setuid, which clears it): dies with the harness
+    if os.getppid() != cfg["ppid"]:
+        os._exit(125)
+    del libc, ctypes
+    if network != "netns":
+        def _guard(event, args,
+                   _blocked=frozenset(("socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
+                                       "socket.getnameinfo", "socket.sethostname", "subprocess.Popen", "os.system",
+                                       "os.exec", "os.posix_spawn", "os.spawn", "os.startfile", "ctypes.dlopen",
+                                       "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.call_function",
+                                       "ctypes.cdata", "ctypes.cdata/buffer")),
+                   _address=frozenset(("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"))):
+            if (event in _blocked
+                    or (event == "socket.__new__" and args[1] != 1)            # AF_UNIX only
+                    or (event in _address and not isinstance(args[1], (str, bytes)))
+                    or (event == "import" and args[0] == "_posixsubprocess")):  # fork_exec has no audit event
+                raise PermissionError(f"sandbox: {event} is not allowed (no network, no other programs)")
+        sys.addaudithook(_guard)
+    os.write(ready, json.dumps({"ok": True, "network": network, "ipc": ipc, "uid": os.getuid()}).encode())
+    os.close(ready)
+except BaseException as e:
+    try:
+        os.write(ready, json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}).encode())
+    finally:
+        os._exit(125)
+import site, types
+sys.path[:] = cfg["path"]
+site.setquit()                       # exit() / quit() / help(), as with site enabled
+site.sethelper()
+site.setcopyright()
+path = sys.argv[2]
+sys.argv = [path]
+main = types.ModuleType("__main__")
+main.__file__ = path
+main.__builtins__ = __builtins__
+sys.modules["__main__"] = main
+del cfg, ready, json, resource, site, types
+with open(path, "rb") as f:
+    code = compile(f.read(), path, "exec")
+exec(code, main.__dict__)
+'''
+
+# Run as the sandbox uid: kill(-1) signals every process that uid may signal -- exactly that uid's processes --
+# in one pass in the kernel, so a forking program cannot outrun it and no pid can be reused between look and kill.
+# Started as root and dropping to the uid itself: the uid may not be allowed to execute sys.executable.
+_KILL_ALL = ("import os, sys\nu = int(sys.argv[1])\nos.setgroups([])\nos.setresgid(u, u, u)\nos.setresuid(u, u, u)\n"
+             "try:\n    os.kill(-1, 9)\nexcept ProcessLookupError:\n    pass\n")
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+
+def _run(source: str, timeout: float, memory_mb: int, cpu_seconds: int | None,
+         abort: threading.Event | None = None) -> tuple[Outcome, dict]:
+    start = time.monotonic()
+    uid = lock_fd = workdir = proc = ready_r = None
+    report: dict = {}
+    try:
+        if os.geteuid() == 0:
+            uid, lock_fd = _acquire_uid()
+            _kill_uid(uid)                       # leftovers of a harness that died mid-run
+            _remove_owned(uid)
+        workdir = _make_workdir(uid)
+        program = os.path.join(workdir, "program.py")
+        with open(program, "wb") as f:
+            f.write(source.encode("utf-8", "surrogatepass"))
+        if uid is not None:
+            os.chown(program, uid, uid)
+        cpu = max(1, int(cpu_seconds if cpu_seconds is not None else math.ceil(timeout) + 1))
+        memory = max(1, int(memory_mb)) * 2**20
+        ready_r, ready_w = os.pipe()
+        cfg = {"ready": ready_w, "uid": uid, "ppid": os.getpid(), "nproc": NPROC, "netns": not _FORCE_AUDIT,
+               "path": _python_layout()[0], "reveal": _python_layout()[1] if uid is not None else {},
+               # soft < hard CPU limit: SIGXCPU first (reported as a timeout), SIGKILL a second later
+               "limits": {"RLIMIT_AS": (memory, memory), "RLIMIT_CPU": (cpu, cpu + 1),
+                          "RLIMIT_FSIZE": (FILE_MB * 2**20,) * 2, "RLIMIT_CORE": (0, 0),
+                          "RLIMIT_NOFILE": (NOFILE, NOFILE)}}
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
+               "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        try:
+            # -S: .pth import hooks of the harness's environment cost ~45 ms here and are not the program's
+            # business; the bootstrap sets the sys.path that site would have built.
+            proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _BOOTSTRAP, json.dumps(cfg), program],
+                                    cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, pass_fds=(ready_w,), start_new_session=True)
+        finally:
+            os.close(ready_w)
+        timed_out, tail = _wait(proc, start + timeout, abort)
+        seconds = time.monotonic() - start
+        _kill(proc.pid, uid)                     # before reaping, so that the group id cannot be reused meanwhile
+        tail += _drain(proc.stderr.fileno())
+        proc.wait()
+        report = _read_report(ready_r)
+        return _outcome(proc.returncode, timed_out, timeout, cpu, report, _tail_text(tail), seconds,
+                        abort is not None and abort.is_set()), report
+    except Exception as e:  # the sandbox itself failed: no free uid slot, no temporary directory, cannot spawn
+        return Outcome("error", f"sandbox: {type(e).__name__}: {e}", time.monotonic() - start), report
+    finally:
+        # Also on KeyboardInterrupt or an error above: nothing of the program may outlive the call.
+        if proc is not None:
+            if proc.returncode is None:
+                _kill(proc.pid, uid, check=False)
+                proc.wait()
+            proc.stderr.close()
+        if ready_r is not None:
+            os.close(ready_r)
+        if uid is not None:
+            _remove_owned(uid)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if lock_fd is not None:
+            os.close(lock_fd)                    # releases the uid slot
+
+
+def _outcome(rc: int, timed_out: bool, timeout: float, cpu: int, report: dict, text: str, seconds: float,
+             aborted: bool) -> Outcome:
+    def with_text(why: str) -> str:
+        return f"{why}\n{text}" if text else why
+
+    if not report.get("ok"):
+        if "error" in report:
+            return Outcome("error", with_text(f"sandbox setup failed: {report['error']}"), seconds)
+        if timed_out:
+            return Outcome("timeout", with_text(f"timed out after {timeout:g} s before the program started"), seconds)
+        return Outcome("error", with_text(f"sandbox bootstrap ended with status {rc} before the program"), seconds)
+    if aborted:
+        return Outcome("error", with_text("aborted"), seconds)
+    if timed_out:
+        return Outcome("timeout", with_text(f"timed out after {timeout:g} s (wall clock); process group killed"),
+                       seconds)
+    if rc == 0:
+        return Outcome("passed", text, seconds)
+    if rc == -signal.SIGXCPU:
+        return Outcome("timeout", with_text(f"CPU time limit of {cpu} s exceeded"), seconds)
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        return Outcome("failed", with_text(f"killed by {name}"), seconds)
+    return Outcome("failed", text or f"exit status {rc}", seconds)
+
+
+def _wait(proc: subprocess.Popen, deadline: float, abort: threading.Event | None) -> tuple[bool, bytearray]:
+    """Keep the tail of stderr until the program exits (or the deadline). Returns (timed out, tail); no reaping."""
+    tail = bytearray()
+    err = proc.stderr.fileno()
+    os.set_blocking(err, False)
+    sel = selectors.DefaultSelector()
+    sel.register(err, selectors.EVENT_READ)
+    try:
+        pidfd = os.pidfd_open(proc.pid)          # readable once the process exits: wake up without polling
+        sel.register(pidfd, selectors.EVENT_READ)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        while not _exited(proc.pid):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True, tail
+            if abort is not None and abort.is_set():
+                return False, tail
+            wait = remaining if pidfd is not None else min(remaining, 0.01)
+            for key, _ in sel.select(min(wait, 0.25) if abort is not None else wait):
+                if key.fd != err:
+                    continue
+                chunk = _read(err)
+                if chunk == b"":                 # every writer closed stderr; the process may still run
+                    sel.unregister(err)
+                elif chunk:
+                    tail += chunk
+                    if len(tail) > 8 * STDERR_CHARS:
+                        del tail[:-4 * STDERR_CHARS]   # why: a flood of output must not grow the harness
+        return False, tail
+    finally:
+        sel.close()
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _exited(pid: int) -> bool:
+    # WNOWAIT leaves the zombie in place: its pid (the group id) stays reserved until we have killed the group.
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _read(fd: int) -> bytes | None:
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return None
+
+
+def _drain(fd: int) -> bytes:
+    """What is left in the stderr pipe once the processes are dead (bounded: 8 MB at most are read)."""
+    out = bytearray()
+    for _ in range(128):
+        chunk = _read(fd)
+        if not chunk:
+            break
+        out += chunk
+        del out[:-4 * STDERR_CHARS]
+    return bytes(out)
+
+
+def _tail_text(tail: bytes) -> str:
+    text = bytes(tail).decode("utf-8", "replace").rstrip()
+    if len(text) > STDERR_CHARS:
+        text = text[-STDERR_CHARS:]
+        cut = text.find("\n")
+        if 0 <= cut < STDERR_CHARS // 2:
+            text = text[cut + 1:]                # start at a line boundary
+    return text
+
+
+def _read_report(fd: int) -> dict:
+    os.set_blocking(fd, False)
+    try:
+        return json.loads(os.read(fd, 65536) or b"{}")
+    except (BlockingIOError, ValueError):
+        return {}
+
+
+# --- processes -------------------------------------------------------------------------------------------------
+
+def _kill(pid: int, uid: int | None, check: bool = True) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)           # pgid == pid: the child called setsid
+    except (ProcessLookupError, PermissionError):
+        pass
+    if uid is not None:
+        try:
+            _kill_uid(uid)
+        except Exception:
+            if check:
+                raise
+
+
+def _kill_uid(uid: int, patience: float = 10.0) -> None:
+    """Kill every process running as `uid` (a run's dedicated uid) and wait until none is left."""
+    deadline = time.monotonic() + patience
+    last_kill = -1.0
+    while pids := _live_pids(uid):
+        now = time.monotonic()
+        if now > deadline:
+            raise RuntimeError(f"processes of sandbox uid {uid} survive SIGKILL: {pids[:10]}")
+        if now - last_kill < 0.05:
+            time.sleep(0.005)                    # SIGKILLed processes take a moment to exit
+            continue
+        subprocess.run([sys.executable, "-I", "-S", "-c", _KILL_ALL, str(uid)], env={}, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        last_kill = time.monotonic()
+
+
+def _live_pids(uid: int) -> list[int]:
+    """Processes whose real, effective or saved uid is `uid`, zombies left out (they hold nothing but a pid)."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", "rb") as f:
+                status = f.read()
+        except OSError:
+            continue
+        s = status.find(b"\nState:")
+        u = status.find(b"\nUid:")
+        if s < 0 or u < 0 or status[s + 7:s + 10].strip()[:1] in (b"Z", b"X"):
+            continue
+        if str(uid).encode() in status[u + 5:status.find(b"\n", u + 5)].split()[:3]:
+            pids.append(int(name))
+    return pids
+
+
+# --- uids and directories --------------------------------------------------------------------------------------
+
+_next_slot = 0
+_slot_lock = threading.Lock()
+
+
+def _acquire_uid() -> tuple[int, int]:
+    """A free uid slot, held (flock) until the returned fd is closed -- by this thread, process or any other."""
+    global _next_slot
+    locks = _lock_dir()
+    with _slot_lock:
+        first, _next_slot = _next_slot, (_next_slot + 1) % UID_SLOTS
+    # Round robin: a slot is reused as late as possible, so its last run's processes are long reaped.
+    for k in range(UID_SLOTS):
+        slot = (first + k) % UID_SLOTS
+        fd = os.open(locks / f"{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        with _slot_lock:
+            _next_slot = (slot + 1) % UID_SLOTS
+        return UID_BASE + slot, fd
+    raise RuntimeError(f"all {UID_SLOTS} sandbox uid slots are busy")
+
+
+def _lock_dir() -> Path:
+    # Owned by us and not writable by others: a sandboxed program (which may write to /tmp) cannot plant or
+    # hold lock files there.
+    for base in ("/run", tempfile.gettempdir()):
+        path = Path(base) / "glm_eval_sandbox"
+        try:
+            path.mkdir(mode=0o700, exist_ok=True)
+            st = path.lstat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022:
+            return path
+    raise RuntimeError("no private directory for sandbox uid slot locks")
+
+
+_layout: tuple[list[str], dict[str, list[str]]] | None = None
+
+
+def _python_layout() -> tuple[list[str], dict[str, list[str]]]:
+    """(sys.path of ``python -I``, {unreachable ancestor: [directories below it the interpreter needs]}).
+
+    Asked from the interpreter itself, once per process. The child runs with -S, so it gets this sys.path
+    (site-packages and directories added by .pth files) without running .pth import hooks. An ancestor is
+    unreachable when others lack search permission on it (the dropped uid has no supplementary groups).
+    """
+    global _layout
+    if _layout is None:
+        probe = ("import json, os, sys\nprint(json.dumps([sys.path, [os.path.dirname(sys.executable), sys.prefix, "
+                 "sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix]]))")
+        path, extra = json.loads(subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True,
+                                                text=True, check=True, cwd="/", timeout=60).stdout)
+        dirs = sorted({os.path.normpath(p) for p in path + extra if os.path.isabs(p) and os.path.isdir(p)})
+        hidden: dict[str, list[str]] = {}
+        for d in dirs:
+            parts = Path(d).parts
+            for i in range(2, len(parts)):       # strict ancestors below "/"
+                ancestor = os.path.join(*parts[:i])
+                if not os.stat(ancestor).st_mode & stat.S_IXOTH:
+                    hidden.setdefault(ancestor, []).append(d)
+                    break
+        # Nested directories ride along with their parent's bind mount.
+        _layout = (path, {a: [d for d in ds if not any(d.startswith(e + "/") for e in ds)]
+                          for a, ds in hidden.items()})
+    return _layout
+
+
+def _make_workdir(uid: int | None) -> str:
+    # As root, under /tmp: the dropped uid must be able to reach its directory by absolute path (HOME, TMPDIR).
+    base = "/tmp" if uid is not None and os.path.isdir("/tmp") else None
+    path = tempfile.mkdtemp(prefix="glm_sandbox_", dir=base)
+    if uid is not None:
+        os.chown(path, uid, uid)
+    return path
+
+
+def _remove_owned(uid: int) -> None:
+    """Remove what `uid` left at the top of world-writable directories (its processes are all dead by now)."""
+    for base in SHARED_TMP:
+        try:
+            entries = list(os.scandir(base))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                pass

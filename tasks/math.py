@@ -1,0 +1,60 @@
+"""MATH: competition mathematics (Hendrycks et al. 2021), test split, 5,000 problems in 7 subjects;
+`task=math500` is the 500-problem subset of Lightman et al. (PRM800K).
+
+Data: HF `EleutherAI/hendrycks_math` (one config per subject) / `HuggingFaceH4/MATH-500`, or `math/test.jsonl`
+(problem, level, type, solution) / `math/math500/test.jsonl` (problem, solution, answer, subject, level).
+The gold answer is the last \\boxed{} of the reference solution (MATH-500 also gives it as `answer`).
+Protocol (ChatGLM3 README grid, 25.7 for ChatGLM3-6B-Base): 0-shot chain of thought, greedy, up to 1,024 new
+tokens. Prompt (OpenCompass math_0shot_gen / Qwen): "{problem}\nPlease reason step by step, and put your final
+answer within \\boxed{}." — raw text for base models, the user turn for chat models.
+Extraction: the last \\boxed{} of the output, else a "final answer is"/"answer is" sentence, else the last
+$…$ span or number (glm_eval/answers.py).
+Equivalence: normalised string match, else math-verify in a worker process with a 5 s timeout per answer.
+Averaging: per problem (micro), with per-subject scores; macro over the 7 subjects reported too.
+"""
+from __future__ import annotations
+
+from glm_eval.protocol import Response
+from glm_eval.task import Task, load_hub_dataset
+
+SUBJECTS = ["algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
+            "prealgebra", "precalculus"]
+
+
+class MATH(Task):
+    title = "MATH"
+
+    def hub_rows(self, split: str):
+        if self.cfg.dataset_config:  # a single-config dataset such as MATH-500
+            return super().hub_rows(split)
+        rows, digest = [], {}
+        for subject in SUBJECTS:
+            ds = load_hub_dataset(self.title, self.cfg, subject, split)
+            rows += list(ds)
+            digest[f"hf:{self.cfg.dataset}/{subject}/{split}"] = ds._fingerprint
+        return rows, f"hf:{self.cfg.dataset}/{split}", digest
+
+    def parse(self, row: dict) -> dict | None:
+        from glm_eval.answers import last_boxed
+        problem, solution = row.get("problem"), row.get("solution")
+        gold = row.get("answer") or (last_boxed(solution) if isinstance(solution, str) else None)
+        if not isinstance(problem, str) or not gold:
+            return None
+        subject = str(row.get("type") or row.get("subject") or "unknown")
+        return {"problem": problem, "gold": gold, "subject": subject, "level": row.get("level")}
+
+    def prompt(self, doc: dict, shots: list[dict]) -> tuple[list[tuple[str, str]], str]:
+        return [], self.cfg.template.format(**doc)
+
+    def extract(self, output: str) -> str | None:
+        from glm_eval.answers import extract_math_answer
+        return extract_math_answer(output)
+
+    def score_all(self, answers: list[list[Response]], records: list[dict]) -> list[dict]:
+        from glm_eval.answers import math_equal_many
+        extracted = [self.extract(a[0].text) for a in answers]
+        verdicts = math_equal_many(list(zip(extracted, [r["gold"] for r in records])))
+        return [{"extracted": e, "correct": v} for e, v in zip(extracted, verdicts)]
+
+
+TASK = MATH
