@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = {"gsm8k": "GSM8K", "math": "MATH", "bbh": "BBH", "mmlu": "MMLU", "ceval": "C-Eval", "cmmlu": "CMMLU",
+COLUMNS = {"gsm8k": "GSM8K", "math": "MATH", "math500": "MATH-500", "bbh": "BBH", "mmlu": "MMLU", "ceval": "C-Eval", "cmmlu": "CMMLU",
            "mbpp": "MBPP", "agieval": "AGIEval", "humaneval": "HumanEval", "longbench": "LongBench"}
 
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from glm_eval.cache import ResponseCache
 from glm_eval.config import EvalConfig
+from glm_eval.errors import UserError
 from glm_eval.grid import rebuild_grid, register_run, write_published
 from glm_eval.models import HFBackend, ModelSource, PromptRenderer, cache_root
 from glm_eval.protocol import GenerationRequest, LoglikelihoodRequest, Prompt, Request, Response
@@ -50,7 +51,7 @@ def summarize(records: list[dict], task) -> dict:
     """Score fields of metrics.json from per-document records (shared with rescore). With subjects: the micro
     (per question) and macro (mean of subjects) averages, per subject and per category (a category averages its
     subjects the way the headline does); `score` is the task's headline average."""
-    scored = [r for r in records if "error" not in r]
+    scored = [r for r in records if "error" not in r and "scoring_error" not in r]
     micro, stderr = mean_and_stderr([float(r["correct"]) for r in scored])
     out = {"task": task.cfg.name, "metric": task.metric, "score": micro, "stderr": stderr, "average": "micro",
            "n": len(scored), "correct": sum(bool(r["correct"]) for r in scored), "failed": len(records) - len(scored)}
@@ -139,10 +140,19 @@ def evaluate_suite(cfg: EvalConfig) -> dict:
     """Every task of the suite for one model, loaded once; the other overrides apply to each task."""
     from hydra import compose
     from hydra.core.hydra_config import HydraConfig
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("suite=", "task="))]
+    try:
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("suite=", "task="))]
+    except ValueError:  # called from Python, not the command line: the config's own values are the overrides
+        overrides = None
+    if any(o.startswith("output_dir=") for o in overrides or []):
+        raise UserError("a suite writes each task to results_dir/<model>/<task>; set results_dir, not output_dir")
     loaded, results = None, {}
     for name in cfg.suite.tasks:
-        task_cfg = compose("config", overrides=[*overrides, f"task={name}"])
+        if overrides is not None:
+            task_cfg = compose("config", overrides=[*overrides, f"task={name}"])
+        else:
+            task_cfg = OmegaConf.merge(cfg, {"task": compose("config", overrides=[f"task={name}"]).task})
+            task_cfg.suite = None
         loaded = loaded or LoadedModel(task_cfg)
         results[name] = evaluate_task(task_cfg, loaded)
     if cfg.show_prompts:
@@ -289,6 +299,8 @@ def score_records(task, records: list[dict], answers: list[list[Response]]) -> N
     """Add the task's extraction and verdict to every record whose requests succeeded."""
     ok = [i for i, r in enumerate(records) if "error" not in r]
     for i, fields in zip(ok, task.score_all([answers[i] for i in ok], [records[i] for i in ok])):
+        for stale in ("scoring_error", "correct"):  # rescore: a verdict is replaced, never mixed with an old one
+            records[i].pop(stale, None)
         records[i].update(fields)
 
 

@@ -28,6 +28,9 @@ class CodeTask(Task):
         outcomes = run_programs([self.program(c, r) for c, r in zip(codes, records)],
                                 timeout=float(self.cfg.options.get("timeout", 10)),
                                 memory_mb=int(self.cfg.options.get("memory_mb", 1024)))
-        return [{"extracted": code, "correct": o.status == "passed", "execution": o.status,
+        # A sandbox that could not run the program is a failed check, not a wrong program: it is left out of
+        # the score (and retried by rescore), like a failed request.
+        return [{"extracted": code, "scoring_error": f"sandbox: {o.detail}"} if o.status == "error" else
+                {"extracted": code, "correct": o.status == "passed", "execution": o.status,
                  **({"execution_detail": o.detail[-300:]} if o.status != "passed" else {})}
                 for code, o in zip(codes, outcomes)]

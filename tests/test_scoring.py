@@ -34,3 +34,9 @@ def test_subjects_give_micro_macro_and_categories():
     macro = summarize(records, task("macro"))
     assert math.isclose(macro["score"], (0.75 + 0 + 1) / 3) and macro["average"] == "macro"
     assert math.isclose(macro["categories"]["X"]["score"], (0.75 + 0) / 2)  # mean of its subjects
+
+
+def test_a_check_that_could_not_run_is_not_a_wrong_answer():
+    records = [{"correct": True}, {"correct": False}, {"extracted": "def f(): pass", "scoring_error": "sandbox: x"}]
+    summary = summarize(records, task())
+    assert summary["n"] == 2 and summary["failed"] == 1 and summary["score"] == 0.5

@@ -119,3 +119,24 @@ def test_loglik_scorer_matches_one_sequence_forwards(smol):
             assert abs(got[i].logprobs[k] - want) < 1e-3, (contexts[i], options[k])
             greedy = all(int(logprobs[n - 1 + j].argmax()) == t for j, t in enumerate(continuation))
             assert got[i].is_greedy[k] == greedy
+
+
+def test_rescore_reproduces_choice_code_and_cloze_verdicts(suite_run):
+    import subprocess
+    import sys
+    results, _ = suite_run
+    for task in ("mmlu", "agieval", "mbpp", "math"):
+        run = results / "smollm2-135m-instruct" / task
+        before = json.loads((run / "metrics.json").read_text())
+        verdicts = [(s.get("extracted"), s.get("correct")) for s in read_jsonl(run / "samples.jsonl")]
+        done = subprocess.run([sys.executable, "-m", "glm_eval.rescore", str(run)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        after = json.loads((run / "metrics.json").read_text())
+        assert after["score"] == before["score"] and after["n"] == before["n"], task
+        assert [(s.get("extracted"), s.get("correct")) for s in read_jsonl(run / "samples.jsonl")] == verdicts
+
+
+def test_math500_shows_its_documented_prompt(data_dir):
+    result = run_cli("task=math500", "show_prompts=1", f"data_dir={data_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert PROMPT_MARKS["math"] in result.stdout and "===== prompt 0" in result.stdout
