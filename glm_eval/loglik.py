@@ -23,13 +23,17 @@ class LoglikelihoodScorer:
         self.seconds = 0.0
 
     def _batches(self, requests: list[LoglikelihoodRequest], order: list[int]) -> list[list[int]]:
+        """Longest first (memory peaks at once), at most `token_budget` padded tokens per forward, and a new batch
+        once a context is shorter than 85% of the batch's widest: padding stays under 15% of the work (MMLU's
+        long tail of lengths otherwise pads a third of it)."""
         batches, current, width = [], [], 0
-        for i in order:  # longest first: the first batch is the widest, so memory peaks at once
+        for i in order:
             length = len(requests[i].context.token_ids)
-            width = max(width, length)
-            if current and (len(current) + 1) * width > self.token_budget:
+            if current and ((len(current) + 1) * width > self.token_budget or length < 0.85 * width):
                 batches.append(current)
-                current, width = [], length
+                current = []
+            if not current:
+                width = length
             current.append(i)
         return batches + ([current] if current else [])
 
