@@ -10,8 +10,8 @@ starting with the bos_token string is tokenized with add_special_tokens=False. T
 new tokens decoded with skip_special_tokens=True, then cut at the first `until` string.
 """
 import os
-import tempfile
-import time
+
+from lm_eval_local import evaluate_local_task
 
 TASK_NAME = "gsm8k_local_bench"
 
@@ -57,30 +57,12 @@ def run_lm_eval_gsm8k(model_dir: str, data_file: str, limit: int, batch_size: in
     "output", "flexible"}, ...] sorted by doc_id}. wall_s covers simple_evaluate only
     (model load + generation + scoring), not imports.
     """
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # must precede the datasets import
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import yaml
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    with tempfile.TemporaryDirectory(prefix="lmeval_gsm8k_") as task_dir:
-        with open(os.path.join(task_dir, f"{TASK_NAME}.yaml"), "w") as f:
-            yaml.safe_dump(_task_config(data_file), f, sort_keys=False)
-        # Built-in tasks aren't needed; skipping them avoids indexing hundreds of YAMLs.
-        tm = TaskManager(include_path=task_dir, include_defaults=False)
-        start = time.perf_counter()
-        results = lm_eval.simple_evaluate(
-            model="hf",
-            model_args=f"pretrained={model_dir},dtype=float32,device=cpu",
-            tasks=[TASK_NAME], task_manager=tm, num_fewshot=None,  # YAML's 0 stands
-            batch_size=batch_size, limit=limit, log_samples=True,
-            apply_chat_template=apply_chat_template,
-            # Parsed to {"max_gen_toks": int} and dict.update()-ed into the task's
-            # generation_kwargs, so until/do_sample/temperature from the YAML are kept.
-            gen_kwargs=f"max_gen_toks={max_gen_toks}",
-            cache_requests=False, bootstrap_iters=0,
-        )
-        wall_s = time.perf_counter() - start
+    results, wall_s = evaluate_local_task(
+        _task_config(data_file), model_dir, num_fewshot=None,  # YAML's 0 stands
+        batch_size=batch_size, limit=limit, apply_chat_template=apply_chat_template,
+        # Parsed to {"max_gen_toks": int} and dict.update()-ed into the task's
+        # generation_kwargs, so until/do_sample/temperature from the YAML are kept.
+        gen_kwargs=f"max_gen_toks={max_gen_toks}")
 
     # One logged entry per (doc, filter); all share arguments/resps, differ in filtered_resps.
     by_doc: dict[int, dict] = {}

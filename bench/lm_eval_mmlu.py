@@ -8,8 +8,8 @@ task: the subject's description is a template over the row's `subject_name`, so 
 from __future__ import annotations
 
 import os
-import tempfile
-import time
+
+from lm_eval_local import evaluate_local_task
 
 TASK_NAME = "mmlu_local_bench"
 
@@ -34,21 +34,7 @@ def _task_config(data_file: str) -> dict:
 
 def run_lm_eval_mmlu(model_dir: str, data_file: str, batch_size: int = 32) -> dict:
     """Returns {"wall_s", "acc", "samples": [{"doc_id", "prompt", "chosen"}]} (wall: simple_evaluate only)."""
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import yaml
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    with tempfile.TemporaryDirectory(prefix="lmeval_mmlu_") as task_dir:
-        with open(os.path.join(task_dir, f"{TASK_NAME}.yaml"), "w") as f:
-            yaml.safe_dump(_task_config(data_file), f, sort_keys=False)
-        tm = TaskManager(include_path=task_dir, include_defaults=False)
-        start = time.perf_counter()
-        results = lm_eval.simple_evaluate(
-            model="hf", model_args=f"pretrained={model_dir},dtype=float32,device=cpu", tasks=[TASK_NAME],
-            task_manager=tm, batch_size=batch_size, log_samples=True, cache_requests=False, bootstrap_iters=0)
-        wall_s = time.perf_counter() - start
+    results, wall_s = evaluate_local_task(_task_config(data_file), model_dir, batch_size=batch_size)
     samples = []
     for entry in results["samples"][TASK_NAME]:
         scores = [float(r[0]) for r in entry["filtered_resps"]]

@@ -48,6 +48,16 @@ def read_subject_csvs(folder: Path, suffix: str = "") -> tuple[list[dict | None]
     return rows, bad, digest
 
 
+def letter_columns_doc(row: dict, question_key: str, answer_key: str, category) -> dict | None:
+    """A four-option question stored as columns A-D with a letter answer (C-Eval, CMMLU)."""
+    options = [row.get(k) for k in "ABCD"]
+    answer = str(row.get(answer_key, "")).strip()
+    if not row.get(question_key) or any(o is None for o in options) or answer not in set("ABCD"):
+        return None
+    return {"question": row[question_key], "options": [str(o) for o in options], "letters": "ABCD",
+            "gold": answer, "subject": row["subject"], "category": category, "multi": False}
+
+
 class MultipleChoiceTask(Task):
     """Subclasses parse rows into documents with `question`, `options`, `letters`, `gold` (the correct letters),
     `subject`, `category` and optionally `multi`, and build the prompt text ending with the answer cue."""

@@ -116,11 +116,16 @@ class ModelSource:
     def checkpoint_config(self) -> dict:
         return {} if self.gguf is not None else read_config(self.cfg.path, self.cfg.revision)
 
+    @cached_property
+    def _local_checkpoint(self) -> Path:
+        """A chatglm checkpoint is read by our own loader, so it needs local files (a hub snapshot, fetched once)."""
+        return local_folder(self.cfg.path, self.cfg.revision)
+
     def folder(self) -> str:
         if self.gguf is not None:
             return str(self._convert_gguf())
-        if is_chatglm_layout(self.checkpoint_config):  # read by our own loader, so it needs local files
-            return str(local_folder(self.cfg.path, self.cfg.revision))
+        if is_chatglm_layout(self.checkpoint_config):
+            return str(self._local_checkpoint)
         return self.cfg.path
 
     def load_tokenizer(self):

@@ -127,6 +127,15 @@ class Task:
         return list(ds), f"hf:{self.cfg.dataset}/{self.cfg.dataset_config}/{split}", \
             {f"hf:{self.cfg.dataset}/{split}": ds._fingerprint}
 
+    def hub_rows_per_config(self, configs: list[str], split: str, tag: str | None = "subject"):
+        """Rows of one hub dataset split over many configs (one per subject), each tagged with its config."""
+        rows, digest = [], {}
+        for name in configs:
+            ds = load_hub_dataset(self.title, self.cfg, name, split)
+            rows += [{**r, tag: name} if tag else r for r in ds]
+            digest[f"hf:{self.cfg.dataset}/{name}/{split}"] = ds._fingerprint
+        return rows, f"hf:{self.cfg.dataset}/{split}", digest
+
     def documents(self, data_dir: str | None) -> Documents:
         return self._load(data_dir, self.cfg.local_file, self.cfg.split)
 
@@ -147,10 +156,16 @@ class Task:
 
     def requests(self, doc: dict, shots: list[dict], renderer, gen: GenConfig, stop: list[str]) -> list[Request]:
         pairs, question = self.prompt(doc, shots)
-        prompt = renderer.render(pairs, question, self.cfg.gen_prefix)
-        return [GenerationRequest(prompt=prompt, max_new_tokens=gen.max_new_tokens or self.cfg.max_new_tokens,
-                                  stop=tuple(dict.fromkeys([*self.cfg.stop, *stop])), temperature=gen.temperature,
-                                  top_p=gen.top_p, seed=gen.seed + doc["doc_id"], sample_index=k)
+        return self.generation_requests(doc, renderer.render(pairs, question, self.cfg.gen_prefix), gen,
+                                        [*self.cfg.stop, *stop])
+
+    def generation_requests(self, doc: dict, prompt, gen: GenConfig, stop: list[str],
+                            max_new_tokens: int | None = None) -> list[GenerationRequest]:
+        """gen.samples requests for one prompt, seeded per document (outputs independent of batching)."""
+        return [GenerationRequest(prompt=prompt, max_new_tokens=gen.max_new_tokens or max_new_tokens
+                                  or self.cfg.max_new_tokens, stop=tuple(dict.fromkeys(stop)),
+                                  temperature=gen.temperature, top_p=gen.top_p, seed=gen.seed + doc["doc_id"],
+                                  sample_index=k)
                 for k in range(gen.samples)]
 
     def extract(self, output: str) -> str | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from glm_eval.choice import MultipleChoiceTask
 from glm_eval.config import GenConfig
-from glm_eval.protocol import GenerationRequest, Request, Response
+from glm_eval.protocol import Request, Response
 from glm_eval.task import file_sha256, load_hub_dataset, read_jsonl
 
 ENGLISH_CHOICE = ["lsat-ar", "lsat-lr", "lsat-rc", "logiqa-en", "sat-math", "sat-en", "aqua-rat",
@@ -96,16 +96,11 @@ class AGIEval(MultipleChoiceTask):
     def question_text(self, doc: dict) -> str:
         return doc["prompt_text"]
 
-    def prompt(self, doc: dict, shots: list[dict]) -> tuple[list[tuple[str, str]], str]:
-        return [], doc["prompt_text"]
-
     def requests(self, doc: dict, shots: list[dict], renderer, gen: GenConfig, stop: list[str]) -> list[Request]:
         if not doc["cloze"]:
             return super().requests(doc, shots, renderer, gen, stop)
-        return [GenerationRequest(prompt=renderer.render([], doc["prompt_text"]),
-                                  max_new_tokens=gen.max_new_tokens or self.cfg.options.get("cloze_tokens", 64),
-                                  stop=tuple(dict.fromkeys(["\nQ:", "\n问题：", *stop])), temperature=gen.temperature,
-                                  top_p=gen.top_p, seed=gen.seed + doc["doc_id"])]
+        return self.generation_requests(doc, renderer.render([], doc["prompt_text"]), gen,
+                                        ["\nQ:", "\n问题：", *stop], self.cfg.options.get("cloze_tokens", 64))
 
     def score_all(self, answers: list[list[Response]], records: list[dict]) -> list[dict]:
         from glm_eval.answers import extract_math_answer, math_equal_many

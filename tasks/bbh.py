@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from glm_eval.errors import UserError
-from glm_eval.task import Task, file_sha256, load_hub_dataset
+from glm_eval.task import Task, file_sha256
 
 SUBTASKS = ["boolean_expressions", "causal_judgement", "date_understanding", "disambiguation_qa", "dyck_languages",
             "formal_fallacies", "geometric_shapes", "hyperbaton", "logical_deduction_five_objects",
@@ -54,12 +54,7 @@ class BBH(Task):
         return rows, bad, digest
 
     def hub_rows(self, split: str):
-        rows, digest = [], {}
-        for subtask in SUBTASKS:
-            ds = load_hub_dataset(self.title, self.cfg, subtask, split)
-            rows += [{**r, "subject": subtask} for r in ds]
-            digest[f"hf:{self.cfg.dataset}/{subtask}/{split}"] = ds._fingerprint
-        return rows, f"hf:{self.cfg.dataset}/{split}", digest
+        return self.hub_rows_per_config(SUBTASKS, split)
 
     def parse(self, row: dict) -> dict | None:
         if not isinstance(row.get("input"), str) or not isinstance(row.get("target"), str):

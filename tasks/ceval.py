@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from glm_eval.choice import MultipleChoiceTask, read_subject_csvs
-from glm_eval.task import file_sha256, load_hub_dataset
+from glm_eval.choice import MultipleChoiceTask, letter_columns_doc, read_subject_csvs
+from glm_eval.task import file_sha256
 
 
 class CEval(MultipleChoiceTask):
@@ -39,25 +39,13 @@ class CEval(MultipleChoiceTask):
         from huggingface_hub import hf_hub_download
         self.mapping = json.loads(Path(hf_hub_download(self.cfg.dataset, "subject_mapping.json",
                                                        repo_type="dataset")).read_text(encoding="utf-8"))
-        rows, digest = [], {}
-        for subject in sorted(self.mapping):
-            ds = load_hub_dataset(self.title, self.cfg, subject, split)
-            rows += [{**r, "subject": subject} for r in ds]
-            digest[f"hf:{self.cfg.dataset}/{subject}/{split}"] = ds._fingerprint
-        return rows, f"hf:{self.cfg.dataset}/{split}", digest
+        return self.hub_rows_per_config(sorted(self.mapping), split)
 
     def subject_name(self, subject: str) -> str:
         return self.mapping.get(subject, [subject, subject.replace("_", " ")])[1]
 
     def parse(self, row: dict) -> dict | None:
-        options = [row.get(k) for k in "ABCD"]
-        answer = str(row.get("answer", "")).strip()
-        if not row.get("question") or any(o is None for o in options) or answer not in set("ABCD"):
-            return None
-        subject = row["subject"]
-        return {"question": row["question"], "options": [str(o) for o in options], "letters": "ABCD",
-                "gold": answer, "subject": subject, "category": self.mapping.get(subject, ["", "", ""])[2],
-                "multi": False}
+        return letter_columns_doc(row, "question", "answer", self.mapping.get(row["subject"], ["", "", ""])[2])
 
 
 TASK = CEval

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glm_eval.choice import MultipleChoiceTask, options_block, read_subject_csvs
-from glm_eval.task import load_hub_dataset
+from glm_eval.choice import MultipleChoiceTask, letter_columns_doc, options_block, read_subject_csvs
 
 # subject, Chinese name, categories (CMMLU src/categories.py: subcategory → category; "China" = China specific)
 SUBJECTS = """agronomy 农学 Other|anatomy 解剖学 STEM|ancient_chinese 古汉语 Social-Science,China|arts 艺术学 Humanities
@@ -54,12 +53,7 @@ class CMMLU(MultipleChoiceTask):
         return read_subject_csvs(path)
 
     def hub_rows(self, split: str):
-        rows, digest = [], {}
-        for subject in TABLE:
-            ds = load_hub_dataset(self.title, self.cfg, subject, split)
-            rows += [{**r, "subject": subject} for r in ds]
-            digest[f"hf:{self.cfg.dataset}/{subject}/{split}"] = ds._fingerprint
-        return rows, f"hf:{self.cfg.dataset}/{split}", digest
+        return self.hub_rows_per_config(list(TABLE), split)
 
     def subject_name(self, subject: str) -> str:
         return TABLE.get(subject, (subject.replace("_", " "), []))[0]
@@ -68,14 +62,7 @@ class CMMLU(MultipleChoiceTask):
         return f"题目：{doc['question'].strip()}{options_block(doc['options'], doc['letters'])}\n{self.cue}"
 
     def parse(self, row: dict) -> dict | None:
-        options = [row.get(k) for k in "ABCD"]
-        answer = str(row.get("Answer", "")).strip()
-        if not row.get("Question") or any(o is None for o in options) or answer not in set("ABCD"):
-            return None
-        subject = row["subject"]
-        return {"question": row["Question"], "options": [str(o) for o in options], "letters": "ABCD",
-                "gold": answer, "subject": subject, "category": TABLE.get(subject, ("", ["Other"]))[1],
-                "multi": False}
+        return letter_columns_doc(row, "Question", "Answer", TABLE.get(row["subject"], ("", ["Other"]))[1])
 
 
 TASK = CMMLU

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from glm_eval.config import GenConfig
-from glm_eval.protocol import GenerationRequest, Request
+from glm_eval.protocol import Request
 from glm_eval.task import file_sha256
 from tasks.code import CodeTask, extract_code
 
@@ -51,10 +51,7 @@ class HumanEval(CodeTask):
         else:
             prompt = renderer.render([], doc["prompt"])
             stops = CODEX_STOPS + list(stop)
-        return [GenerationRequest(prompt=prompt, max_new_tokens=gen.max_new_tokens or self.cfg.max_new_tokens,
-                                  stop=tuple(dict.fromkeys([*self.cfg.stop, *stops])), temperature=gen.temperature,
-                                  top_p=gen.top_p, seed=gen.seed + doc["doc_id"], sample_index=k)
-                for k in range(gen.samples)]
+        return self.generation_requests(doc, prompt, gen, [*self.cfg.stop, *stops])
 
     def extract(self, output: str) -> str:
         return extract_code(output)

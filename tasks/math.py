@@ -15,7 +15,7 @@ Averaging: per problem (micro), with per-subject scores; macro over the 7 subjec
 from __future__ import annotations
 
 from glm_eval.protocol import Response
-from glm_eval.task import Task, load_hub_dataset
+from glm_eval.task import Task
 
 SUBJECTS = ["algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
             "prealgebra", "precalculus"]
@@ -27,12 +27,7 @@ class MATH(Task):
     def hub_rows(self, split: str):
         if self.cfg.dataset_config:  # a single-config dataset such as MATH-500
             return super().hub_rows(split)
-        rows, digest = [], {}
-        for subject in SUBJECTS:
-            ds = load_hub_dataset(self.title, self.cfg, subject, split)
-            rows += list(ds)
-            digest[f"hf:{self.cfg.dataset}/{subject}/{split}"] = ds._fingerprint
-        return rows, f"hf:{self.cfg.dataset}/{split}", digest
+        return self.hub_rows_per_config(SUBJECTS, split, tag=None)  # rows carry their own `type`
 
     def parse(self, row: dict) -> dict | None:
         from glm_eval.answers import last_boxed

@@ -12,7 +12,6 @@ Execution: test_setup_code + code + the asserts, in the sandbox (glm_eval/sandbo
 """
 from __future__ import annotations
 
-from glm_eval.task import load_hub_dataset
 from tasks.code import CodeTask, extract_code
 
 TEST_IDS = range(11, 511)
@@ -24,10 +23,6 @@ class MBPP(CodeTask):
     def local_rows(self, path):
         rows, bad, digest = super().local_rows(path)
         return [r for r in rows if r is None or r.get("task_id") in TEST_IDS], bad, digest
-
-    def hub_rows(self, split: str):
-        ds = load_hub_dataset(self.title, self.cfg, self.cfg.dataset_config, split)
-        return list(ds), f"hf:{self.cfg.dataset}/{split}", {f"hf:{self.cfg.dataset}/{split}": ds._fingerprint}
 
     def parse(self, row: dict) -> dict | None:
         tests = row.get("test_list")

@@ -1,0 +1,28 @@
+"""Run one lm-eval task defined by a config dict (a local YAML), offline, through lm-eval's HF backend."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+
+def evaluate_local_task(task_config: dict, model_dir: str, **simple_evaluate_kwargs) -> tuple[dict, float]:
+    """lm_eval.simple_evaluate on the task (fp32 CPU); returns (results, wall seconds of simple_evaluate only:
+    model load + requests + scoring, not imports)."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # must precede the datasets import
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import yaml
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    name = task_config["task"]
+    with tempfile.TemporaryDirectory(prefix=f"{name}_") as task_dir:
+        with open(os.path.join(task_dir, f"{name}.yaml"), "w") as f:
+            yaml.safe_dump(task_config, f, sort_keys=False)
+        # Built-in tasks aren't needed; skipping them avoids indexing hundreds of YAMLs.
+        tm = TaskManager(include_path=task_dir, include_defaults=False)
+        start = time.perf_counter()
+        results = lm_eval.simple_evaluate(
+            model="hf", model_args=f"pretrained={model_dir},dtype=float32,device=cpu", tasks=[name],
+            task_manager=tm, log_samples=True, cache_requests=False, bootstrap_iters=0, **simple_evaluate_kwargs)
+        return results, time.perf_counter() - start
