@@ -25,7 +25,18 @@ register()
 
 
 def choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    folder = CONFIG_DIR / group
+    return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
+
+
+def describe_choices(group: str) -> str:
+    """The choices, a subfolder's in one item: `longbench/{2wikimqa|dureader|…}`."""
+    folders: dict[str, list[str]] = {}
+    for name in choices(group):
+        folder, _, leaf = name.rpartition("/")
+        folders.setdefault(folder, []).append(leaf)
+    top = folders.pop("", [])
+    return ", ".join(sorted(top + [f"{folder}/{{{'|'.join(leaves)}}}" for folder, leaves in folders.items()]))
 
 
 def _one_line(error: Exception) -> str:
@@ -47,7 +58,7 @@ def validate(overrides: list[str]) -> None:
         if key in GROUPS:
             for value in values:
                 if value not in choices(key):
-                    raise UserError(f"unknown {key} '{value}'; valid {key}s: {', '.join(choices(key))}")
+                    raise UserError(f"unknown {key} '{value}'; valid {key}s: {describe_choices(key)}")
         prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}.get(o.type, "")
         first_values.append(f"{prefix}{key}={values[0]}" if o.is_sweep_override() else o.input_line)
     try:

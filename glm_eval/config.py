@@ -23,6 +23,7 @@ class ModelConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     stop: list[str] = field(default_factory=list)  # extra stop strings for this model
     max_length: Optional[int] = None  # context length; default from the checkpoint's config (seq_length)
+    max_input_length: Optional[int] = None  # long-context prompt budget (LongBench); default: context − 500
 
 
 @dataclass
@@ -30,6 +31,7 @@ class TaskConfig:
     name: str = MISSING
     dataset: str = MISSING  # HF datasets id
     dataset_config: Optional[str] = None
+    revision: Optional[str] = None  # hub revision of the dataset (branch, tag or commit)
     split: str = "test"
     local_file: str = MISSING  # path under data_dir, in the layout of ../shared/data
     shots: int = 0

@@ -157,6 +157,7 @@ class SlotGenerator:
         self.eos_ids = set(eos_ids)
         self.max_rows, self.max_tokens, self.prefill_tokens = max_rows, max_tokens, prefill_tokens
         self.pad_id = pad_id
+        self._ending_ids_memo: dict[tuple[str, ...], list[int]] = {}
         self.device = next(model.parameters()).device
         self.max_length = max_length or getattr(model.config, "max_position_embeddings", None) or 1 << 30
         self.generated_tokens = 0  # counters for throughput reporting
@@ -185,7 +186,20 @@ class SlotGenerator:
         return cache, mask.to(self.device), out.logits[:, -1, :]
 
     # ---- token choice and stopping ----------------------------------------------------------------------
+    def _ending_ids(self, stop: tuple[str, ...]) -> list[int]:
+        """Token ids that would end a reply: EOS, and the last token of each stop string (as HF's min_length
+        masks `eos_token_id`, to which LongBench adds the id of "\n")."""
+        if stop not in self._ending_ids_memo:
+            ids = {self.tokenizer.encode(s, add_special_tokens=False)[-1] for s in stop if s}
+            self._ending_ids_memo[stop] = sorted(self.eos_ids | ids)
+        return self._ending_ids_memo[stop]
+
     def _choose(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
+        early = [i for i, r in enumerate(rows) if len(r.tokens) < r.request.min_new_tokens]
+        if early:
+            logits = logits.clone()
+            for i in early:
+                logits[i, self._ending_ids(rows[i].request.stop)] = float("-inf")
         chosen = logits.argmax(-1).tolist()
         for i, r in enumerate(rows):
             if r.request.temperature > 0:
@@ -194,6 +208,8 @@ class SlotGenerator:
 
     def _finish_reason(self, row: _Row) -> str | None:
         token = row.tokens[-1]
+        if len(row.tokens) < row.request.min_new_tokens:
+            return "length" if row.position >= self.max_length else None
         if token in self.eos_ids:
             return "eos"
         if row.request.stop:

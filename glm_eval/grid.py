@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = {"gsm8k": "GSM8K", "math": "MATH", "math500": "MATH-500", "bbh": "BBH", "mmlu": "MMLU", "ceval": "C-Eval", "cmmlu": "CMMLU",
-           "mbpp": "MBPP", "agieval": "AGIEval", "humaneval": "HumanEval", "longbench": "LongBench"}
+           "mbpp": "MBPP", "agieval": "AGIEval", "humaneval": "HumanEval", "longbench": "LongBench", "longbench_e": "LongBench-E"}
 
 
 RUNS_ELSEWHERE = "runs_elsewhere.txt"  # run folders outside results_dir (output_dir=...) that the grid includes
@@ -32,17 +32,24 @@ def register_run(results_dir: Path, output_dir: Path) -> None:
             f.write(f"{output_dir}\n")
 
 
-def collect(results_dir: Path) -> pd.DataFrame:
+def read_runs(results_dir: Path) -> list[dict]:
+    """Every readable metrics.json below results_dir and of the runs registered elsewhere."""
     listing = results_dir / RUNS_ELSEWHERE
     elsewhere = [Path(p) / "metrics.json" for p in listing.read_text().splitlines()] if listing.exists() else []
-    rows = []
+    runs = []
     for path in sorted(results_dir.glob("**/metrics.json")) + [p for p in elsewhere if p.exists()]:
         try:
             m = json.loads(path.read_text())
-            rows.append({"model": m["model"], "task": m["task"], "score": 100 * m["score"],
-                         "finished_at": m.get("finished_at", "")})
-        except (ValueError, KeyError, TypeError):
+            if isinstance(m, dict) and isinstance(m.get("model"), str) and isinstance(m.get("task"), str):
+                runs.append(m)
+        except ValueError:
             continue  # not a glm-eval run (or a broken file): the grid shows what it can read
+    return runs
+
+
+def collect(runs: list[dict]) -> pd.DataFrame:
+    rows = [{"model": m["model"], "task": m["task"], "score": 100 * m["score"], "finished_at": m.get("finished_at", "")}
+            for m in runs if isinstance(m.get("score"), (int, float))]
     return pd.DataFrame(rows, columns=["model", "task", "score", "finished_at"])
 
 
@@ -59,7 +66,8 @@ def rebuild_grid(results_dir: Path) -> pd.DataFrame:
     """Rewrite grid.md and grid.csv in `results_dir` from every metrics.json below it and every registered
     run elsewhere (latest run of a model/task pair wins), plus the published rows of the last suite run and,
     per evaluated model, a Δ row against the suite's reference row."""
-    runs = collect(results_dir).sort_values("finished_at").drop_duplicates(["model", "task"], keep="last")
+    all_runs = read_runs(results_dir)
+    runs = collect(all_runs).sort_values("finished_at").drop_duplicates(["model", "task"], keep="last")
     grid = runs.pivot(index="model", columns="task", values="score") if len(runs) else pd.DataFrame()
     published, reference = published_rows(results_dir)
     deltas = pd.DataFrame()
@@ -72,21 +80,60 @@ def rebuild_grid(results_dir: Path) -> pd.DataFrame:
     grid = pd.concat([grid, published, deltas])
     known = [t for t in COLUMNS if t in grid.columns]
     grid = grid[known + sorted(set(grid.columns) - set(known))].rename(columns=COLUMNS).round(1)
+    write_table(grid, results_dir / "grid", decimals=1)
+    rebuild_detail_tables(results_dir, all_runs)
+    return grid
+
+
+def write_table(grid: pd.DataFrame, stem: Path, decimals: int, notes: list[str] = ()) -> None:
+    """`stem`.csv and a Markdown `stem`.md: one row per model (published and Δ rows included), "-" where empty."""
     grid.columns.name = None
     grid.index.name = "model"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    grid.to_csv(results_dir / "grid.csv")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    grid.to_csv(stem.with_suffix(".csv"))
     table = grid.reset_index().rename(columns={"model": "Model"}) if len(grid) else pd.DataFrame({"Model": []})
 
     def cell(row_name: str, value) -> str:
         if pd.isna(value):
             return "-"
         if isinstance(value, float):
-            return f"{value:+.1f}" if row_name.startswith("Δ ") else f"{value:.1f}"
+            return f"{value:+.{decimals}f}" if row_name.startswith("Δ ") else f"{value:.{decimals}f}"
         return str(value)
 
     header = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
     body = "".join("| " + " | ".join([str(row[0])] + [cell(str(row[0]), v) for v in row[1:]]) + " |\n"
                    for row in table.itertuples(index=False))
-    (results_dir / "grid.md").write_text(header + body)
-    return grid
+    stem.with_suffix(".md").write_text(header + body + "".join(f"\n{note}" for note in notes))
+
+
+def rebuild_detail_tables(results_dir: Path, runs: list[dict]) -> None:
+    """The LongBench breakdown a grid cell hides (datasets, categories, EN/ZH), from the `longbench` block of each
+    run's metrics, written to `longbench.md/.csv` (`longbench_e.md/.csv`): a row per run (latest per model and
+    task), the published rows, and a Δ row per run against the published row of the same model, else the
+    configured reference."""
+    latest: dict[str, dict[str, dict]] = {}
+    for m in sorted(runs, key=lambda m: m.get("finished_at", "")):
+        block = m.get("longbench")
+        if isinstance(block, dict) and block.get("table"):
+            label = m["model"] if m["task"] == block["table"] else f"{m['model']} · {m['task']}"
+            latest.setdefault(block["table"], {})[label] = m
+    for name, rows in latest.items():
+        blocks = {label: m["longbench"] for label, m in rows.items()}
+        newest = max(rows.values(), key=lambda m: m.get("finished_at", ""))["longbench"]
+        published = newest.get("published") or {}
+        grid = pd.DataFrame.from_dict({label: b["columns"] for label, b in blocks.items()}, orient="index")
+        deltas = {}
+        for label, m in rows.items():
+            same_model = [p for p in published if p.lower() == m["model"].lower()]
+            reference = same_model[0] if same_model else blocks[label].get("reference")
+            if reference in published:
+                deltas[f"Δ {label} − {reference}"] = {c: v - published[reference][c]
+                                                      for c, v in blocks[label]["columns"].items()
+                                                      if c in published[reference]}
+        order = list(dict.fromkeys([*next(iter(published.values()), {}), *grid.columns]))
+        grid = pd.concat([grid, pd.DataFrame.from_dict({f"{p} (published)": v for p, v in published.items()},
+                                                       orient="index"),
+                          pd.DataFrame.from_dict(deltas, orient="index")])
+        notes = [f"{label}: partial run, {len(b['missing'])} datasets not evaluated ({', '.join(b['missing'])}); "
+                 f"its categories average the datasets present." for label, b in blocks.items() if b.get("missing")]
+        write_table(grid[[c for c in order if c in grid.columns]], results_dir / name, decimals=2, notes=notes)

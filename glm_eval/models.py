@@ -116,6 +116,15 @@ class ModelSource:
     def checkpoint_config(self) -> dict:
         return {} if self.gguf is not None else read_config(self.cfg.path, self.cfg.revision)
 
+    def max_input_length(self) -> int | None:
+        """The long-context prompt budget (LongBench's model2maxlen): model.max_input_length, else the context
+        length − 500, THUDM's rule (31,500 for 32K models), which leaves room for the wrapper and 512 new tokens."""
+        if self.cfg.max_input_length:
+            return self.cfg.max_input_length
+        config = self.checkpoint_config
+        context = self.cfg.max_length or config.get("seq_length") or config.get("max_position_embeddings")
+        return context - 500 if context else None
+
     @cached_property
     def _local_checkpoint(self) -> Path:
         """A chatglm checkpoint is read by our own loader, so it needs local files (a hub snapshot, fetched once)."""
@@ -170,7 +179,7 @@ class PromptRenderer:
     chatglm2: the "[Round n]\n\n问：…\n\n答：" text of ChatGLM2's build_prompt.
     """
 
-    def __init__(self, tokenizer, chat: bool | None, prompt_format: str = "auto"):
+    def __init__(self, tokenizer, chat: bool | None, prompt_format: str = "auto", max_input_length: int | None = None):
         if prompt_format not in PROMPT_FORMATS:
             raise UserError(f"unknown model.prompt_format {prompt_format!r}; valid: {', '.join(PROMPT_FORMATS)}")
         if prompt_format == "auto":
@@ -182,6 +191,7 @@ class PromptRenderer:
             raise UserError("prompt_format chatglm2 needs the checkpoint's SentencePiece tokenizer.model")
         self.tokenizer, self.format = tokenizer, prompt_format
         self.chat = prompt_format != "raw"
+        self.max_input_length = max_input_length  # long-context prompt budget, in tokens, before the chat wrapper
 
     def render(self, shots: list[tuple[str, str]], question: str, gen_prefix: str = "",
                open_reply: bool = False) -> Prompt:
@@ -192,7 +202,7 @@ class PromptRenderer:
             text = "".join(f"{user} {answer.strip()}\n\n" for user, answer in shots) + question
             if prefix:  # "A:" + " Let's think…", but a prompt ending in a newline takes the prefix as is
                 text += prefix if text.endswith(("\n", " ")) else f" {prefix}"
-            return Prompt(text=text, token_ids=tuple(self.tokenizer.encode(text)))
+            return self.plain(text)
         turns = [(user, answer.strip()) for user, answer in shots]
         messages = tuple(m for user, answer in turns for m in (("user", user), ("assistant", answer)))
         messages += (("user", question),)
@@ -209,6 +219,24 @@ class PromptRenderer:
         text += prefix
         ids = self.tokenizer(text, add_special_tokens=False).input_ids  # the template holds any BOS
         return Prompt(text=text, token_ids=tuple(ids), messages=messages)
+
+    def truncate_middle(self, text: str) -> tuple[str, int]:
+        """LongBench's truncation (pred.py): over max_input_length tokens, keep the first and the last
+        int(max_input_length / 2), each half decoded on its own without special tokens (the text is tokenized
+        again afterwards, so its length may drift by a few tokens). Returns the text and its length before."""
+        if not self.max_input_length:
+            raise UserError("the model's context length is unknown; set model.max_input_length")
+        # pred.py counts with the default special tokens, except for ChatGLM3 (add_special_tokens=False)
+        ids = self.tokenizer.encode(text, add_special_tokens=self.format != "chatglm3")
+        if len(ids) <= self.max_input_length:
+            return text, len(ids)
+        half = int(self.max_input_length / 2)
+        return (self.tokenizer.decode(ids[:half], skip_special_tokens=True)
+                + self.tokenizer.decode(ids[-half:], skip_special_tokens=True)), len(ids)
+
+    def plain(self, text: str) -> Prompt:
+        """`text` without any chat wrapper, tokenized with the tokenizer's own prefix (BOS, or [gMASK] sop)."""
+        return Prompt(text=text, token_ids=tuple(self.tokenizer.encode(text)))
 
     def continuation_ids(self, text: str) -> list[int]:
         """`text` tokenized on its own, without special tokens (a continuation after a prompt)."""

@@ -30,12 +30,17 @@ class GenerationRequest:
     top_p: float = 1.0
     seed: int = 0  # per-request seed: sampled outputs do not depend on batch composition
     sample_index: int = 0  # several samples of one prompt (pass@k) are distinct requests
+    # EOS and the stop strings cannot end the reply before this many tokens (HF's min_length; LongBench's samsum)
+    min_new_tokens: int = 0
 
     def identity(self) -> dict:
         """Everything that determines the answer, for cache keys."""
-        return {"prompt": list(self.prompt.token_ids) or self.prompt.text, "max_new_tokens": self.max_new_tokens,
-                "stop": list(self.stop), "temperature": self.temperature, "top_p": self.top_p,
-                "seed": self.seed, "sample_index": self.sample_index}
+        identity = {"prompt": list(self.prompt.token_ids) or self.prompt.text, "max_new_tokens": self.max_new_tokens,
+                    "stop": list(self.stop), "temperature": self.temperature, "top_p": self.top_p,
+                    "seed": self.seed, "sample_index": self.sample_index}
+        if self.min_new_tokens:  # only when set, so keys cached before the field existed stay valid
+            identity["min_new_tokens"] = self.min_new_tokens
+        return identity
 
 
 @dataclass(frozen=True)

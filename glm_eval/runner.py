@@ -52,18 +52,20 @@ def summarize(records: list[dict], task) -> dict:
     (per question) and macro (mean of subjects) averages, per subject and per category (a category averages its
     subjects the way the headline does); `score` is the task's headline average."""
     scored = [r for r in records if "error" not in r and "scoring_error" not in r]
-    micro, stderr = mean_and_stderr([float(r["correct"]) for r in scored])
+    micro, stderr = mean_and_stderr([sample_value(r) for r in scored])
     out = {"task": task.cfg.name, "metric": task.metric, "score": micro, "stderr": stderr, "average": "micro",
-           "n": len(scored), "correct": sum(bool(r["correct"]) for r in scored), "failed": len(records) - len(scored)}
+           "n": len(scored), "failed": len(records) - len(scored)}
+    if all("correct" in r for r in scored):
+        out["correct"] = sum(bool(r["correct"]) for r in scored)
     by_subject: dict[str, list[float]] = {}
     category_of: dict[str, set[str]] = {}  # a subject may belong to several groups (CMMLU's "China specific")
     for r in scored:
         if "subject" in r:
-            by_subject.setdefault(r["subject"], []).append(float(r["correct"]))
+            by_subject.setdefault(r["subject"], []).append(sample_value(r))
             groups = r.get("category") or []
             category_of[r["subject"]] = set([groups] if isinstance(groups, str) else groups)
     if not by_subject:
-        return out
+        return {**out, **task.aggregate(scored)}
     subjects = {s: {"score": sum(v) / len(v), "n": len(v)} for s, v in sorted(by_subject.items())}
     macro = sum(x["score"] for x in subjects.values()) / len(subjects)
     # stderr of a mean of subject means: sqrt(sum of the subjects' squared stderrs) / number of subjects
@@ -79,7 +81,12 @@ def summarize(records: list[dict], task) -> dict:
     out.update(micro=micro, macro=macro, subjects=subjects, categories=categories, average=task.headline)
     if task.headline == "macro":
         out.update(score=macro, stderr=macro_stderr)
-    return out
+    return {**out, **task.aggregate(scored)}
+
+
+def sample_value(record: dict) -> float:
+    """A document's value: its graded `score` (LongBench's F1, ROUGE, …) or 1/0 for `correct`."""
+    return float(record["score"] if "score" in record else record["correct"])
 
 
 def quiet_transformers() -> None:
@@ -114,7 +121,8 @@ class LoadedModel:
     def __init__(self, cfg: EvalConfig):
         self.cfg = cfg
         self.source = ModelSource(cfg.model)  # converted models live under GLM_EVAL_CACHE, whatever cache_dir says
-        self.renderer = PromptRenderer(self.source.load_tokenizer(), cfg.model.chat, cfg.model.prompt_format)
+        self.renderer = PromptRenderer(self.source.load_tokenizer(), cfg.model.chat, cfg.model.prompt_format,
+                                       self.source.max_input_length())
         self._backend = None
 
     @property
@@ -171,7 +179,7 @@ def evaluate_task(cfg: EvalConfig, loaded: LoadedModel) -> dict | None:
     if documents.malformed:
         print(f"warning: {documents.malformed} malformed rows in {documents.source} skipped, e.g. "
               f"{'; '.join(documents.malformed_examples[:2])}", file=sys.stderr)
-    docs = documents.docs[:cfg.limit] if cfg.limit is not None else documents.docs
+    docs = task.limit(documents.docs, cfg.limit)
     per_doc = build_requests(cfg, task, renderer, docs)
     if cfg.show_prompts:
         show_prompts(per_doc, cfg.show_prompts)
@@ -196,7 +204,7 @@ def evaluate_task(cfg: EvalConfig, loaded: LoadedModel) -> dict | None:
         "generated_tokens_per_s": round(answered.tokens / answered.seconds, 2) if answered.generated else None,
         "malformed_rows": documents.malformed,
         "data": {"source": documents.source, "sha256": documents.sha256},
-        "prompt_sha256": hashlib.sha256("\n".join(r["prompt"] for r in records).encode()).hexdigest(),
+        "prompt_sha256": hashlib.sha256("\n".join(prompt_of(r[0]).text for r in per_doc).encode()).hexdigest(),
         "choice_scoring": cfg.task.choice_scoring if task.multiple_choice else None,
         "model_fingerprint": backend.fingerprint,
         "dtype": backend.dtype, "device": backend.device, "prompt_format": renderer.format,
@@ -273,7 +281,13 @@ def make_record(task, doc: dict, requests: list[Request], answers: list[Response
     """What a reader needs to check one document: the prompt, the raw output (or the scored log-probs), and the
     fields the task scores it with (so rescore needs no data files)."""
     record = {"doc_id": doc["doc_id"], **{k: doc[k] for k in ("subject", "category") if k in doc}}
-    record["prompt"] = prompt_of(requests[0]).text
+    prompt = prompt_of(requests[0])
+    record["prompt"] = prompt.text
+    if task.prompt_excerpt and len(prompt.text) > 2 * task.prompt_excerpt + 100:  # long-context prompts: ends only
+        cut = len(prompt.text) - 2 * task.prompt_excerpt
+        record["prompt"] = (f"{prompt.text[:task.prompt_excerpt]}\n[… {cut} characters not stored …]\n"
+                            f"{prompt.text[-task.prompt_excerpt:]}")
+        record["prompt_tokens"] = len(prompt.token_ids)
     if isinstance(requests[0], GenerationRequest):
         record["output"] = answers[0].text
         if len(answers) > 1:
@@ -299,7 +313,7 @@ def score_records(task, records: list[dict], answers: list[list[Response]]) -> N
     """Add the task's extraction and verdict to every record whose requests succeeded."""
     ok = [i for i, r in enumerate(records) if "error" not in r]
     for i, fields in zip(ok, task.score_all([answers[i] for i in ok], [records[i] for i in ok])):
-        for stale in ("scoring_error", "correct"):  # rescore: a verdict is replaced, never mixed with an old one
+        for stale in ("scoring_error", "correct", "score"):  # rescore: a verdict is replaced, never mixed with an old one
             records[i].pop(stale, None)
         records[i].update(fields)
 

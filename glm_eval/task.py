@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def load_hub_dataset(title: str, cfg: TaskConfig, config_name: str | None, split
         import huggingface_hub
         datasets.logging.set_verbosity_error()  # their retry warnings would bury our one-line error
         huggingface_hub.utils.logging.set_verbosity_error()
-        return datasets.load_dataset(dataset, config_name, split=split)
+        return datasets.load_dataset(dataset, config_name, split=split, revision=cfg.revision)
     except Exception as e:  # offline, unknown id, broken cache: one line with both fixes
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise UserError(f"{title}: cannot load {dataset} from the Hugging Face hub ({reason}); "
@@ -77,6 +78,8 @@ class Task:
     metric = "accuracy"
     multiple_choice = False
     record_fields: tuple[str, ...] = ("gold",)  # document fields copied into records: all that scoring reads
+    limit_per_subject = False  # `limit=N`: the first N documents of each subject instead of the first N overall
+    prompt_excerpt: int | None = None  # records keep this many characters from each end of a long prompt
 
     def __init__(self, cfg: TaskConfig):
         self.cfg = cfg
@@ -139,6 +142,19 @@ class Task:
     def documents(self, data_dir: str | None) -> Documents:
         return self._load(data_dir, self.cfg.local_file, self.cfg.split)
 
+    def limit(self, docs: list[dict], limit: int | None) -> list[dict]:
+        if limit is None:
+            return docs
+        if not self.limit_per_subject:
+            return docs[:limit]
+        taken = Counter()
+        kept = []
+        for doc in docs:
+            taken[doc.get("subject")] += 1
+            if taken[doc.get("subject")] <= limit:
+                kept.append(doc)
+        return kept
+
     def shots(self, doc: dict, data_dir: str | None) -> list[dict]:
         """k exemplars from the shot split, seeded by (shot_seed, doc_id): the same prompt for a document
         whatever the batch size, document order or process count."""
@@ -160,12 +176,14 @@ class Task:
                                         [*self.cfg.stop, *stop])
 
     def generation_requests(self, doc: dict, prompt, gen: GenConfig, stop: list[str],
-                            max_new_tokens: int | None = None) -> list[GenerationRequest]:
-        """gen.samples requests for one prompt, seeded per document (outputs independent of batching)."""
+                            max_new_tokens: int | None = None, min_new_tokens: int = 0) -> list[GenerationRequest]:
+        """gen.samples requests for one prompt, seeded per document when sampling (outputs independent of
+        batching); greedy requests carry no seed, so the same prompt is the same cached request in any subset."""
+        seed = gen.seed + doc["doc_id"] if gen.temperature > 0 else 0
         return [GenerationRequest(prompt=prompt, max_new_tokens=gen.max_new_tokens or max_new_tokens
                                   or self.cfg.max_new_tokens, stop=tuple(dict.fromkeys(stop)),
-                                  temperature=gen.temperature, top_p=gen.top_p, seed=gen.seed + doc["doc_id"],
-                                  sample_index=k)
+                                  temperature=gen.temperature, top_p=gen.top_p, seed=seed,
+                                  sample_index=k, min_new_tokens=min_new_tokens)
                 for k in range(gen.samples)]
 
     def extract(self, output: str) -> str | None:
@@ -179,6 +197,10 @@ class Task:
         rescore the responses are rebuilt from the record). With several samples the first is scored."""
         extracted = self.extract(answers[0].text)
         return {"extracted": extracted, "correct": self.is_correct(extracted, record["gold"])}
+
+    def aggregate(self, records: list[dict]) -> dict:
+        """Task-specific fields of metrics.json from the scored records; may replace the headline `score`."""
+        return {}
 
     def score_all(self, answers: list[list[Response]], records: list[dict]) -> list[dict]:
         """All documents at once; tasks whose scoring runs programs or workers override it to run in parallel."""

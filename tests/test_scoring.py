@@ -6,7 +6,8 @@ from glm_eval.runner import mean_and_stderr, summarize
 
 
 def task(headline="micro"):
-    return SimpleNamespace(cfg=SimpleNamespace(name="t"), metric="accuracy", headline=headline)
+    return SimpleNamespace(cfg=SimpleNamespace(name="t"), metric="accuracy", headline=headline,
+                           aggregate=lambda records: {})
 
 
 def test_failed_requests_are_excluded_from_the_score():
@@ -40,3 +41,9 @@ def test_a_check_that_could_not_run_is_not_a_wrong_answer():
     records = [{"correct": True}, {"correct": False}, {"extracted": "def f(): pass", "scoring_error": "sandbox: x"}]
     summary = summarize(records, task())
     assert summary["n"] == 2 and summary["failed"] == 1 and summary["score"] == 0.5
+
+
+def test_graded_scores_average_like_verdicts():
+    records = [{"score": 0.5}, {"score": 0.25}, {"score": 1.0, "error": "timeout"}]
+    summary = summarize(records, task())
+    assert math.isclose(summary["score"], 0.375) and summary["n"] == 2 and "correct" not in summary
