@@ -65,6 +65,7 @@ def validate(overrides: list[str]) -> None:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("config", overrides=first_values)
             OmegaConf.to_container(cfg, resolve=True)  # surfaces missing mandatory values (e.g. model.path)
+            missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
     except Exception as e:
         message = _one_line(e)
         unknown = re.search(r"Could not override '([^']+)'", message)
@@ -75,6 +76,8 @@ def validate(overrides: list[str]) -> None:
         elif e.__cause__ is not None:
             message += f": {_one_line(e.__cause__)}"
         raise UserError(message) from e
+    if missing:
+        raise UserError(f"missing value for {', '.join(missing)}: set {missing[0]}=…")
 
 
 def _option_names() -> list[str]:

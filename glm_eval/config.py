@@ -9,9 +9,26 @@ from omegaconf import MISSING
 
 
 @dataclass
+class EndpointConfig:
+    """A deployed model reached over HTTP (model.backend=openai_api | chatglm_api)."""
+    url: str = MISSING  # openai_api: base URL ending in /v1; chatglm_api: the POST URL of api.py (http://host:8000/)
+    api: str = "chat"  # openai_api: chat (/chat/completions, messages) | completions (/completions, prompt text)
+    model: Optional[str] = None  # the `model` field of OpenAI requests; default: model.name
+    api_key_env: Optional[str] = None  # environment variable holding a bearer key (the key never sits in a config)
+    concurrency: int = 8  # requests in flight
+    timeout_s: float = 300.0  # per attempt
+    retries: int = 4  # further attempts after connection errors, timeouts, malformed replies, 5xx and 429
+    backoff_s: float = 0.5  # first wait between attempts; doubles each time (a Retry-After header wins)
+    stream: bool = False  # read replies as server-sent events
+    max_length: int = 8192  # chatglm_api: the `max_length` (prompt + reply tokens) that api.py passes to model.chat
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING
-    path: str = MISSING  # hub id or local directory (or the GGUF's folder when gguf_file is set)
+    backend: str = "hf"  # hf (weights loaded here) | openai_api | chatglm_api (an HTTP endpoint: see `endpoint`)
+    endpoint: Optional[EndpointConfig] = None
+    path: Optional[str] = None  # hub id or local directory (or the GGUF's folder when gguf_file is set); hf only
     gguf_file: Optional[str] = None  # a GGUF file inside `path`: dequantised once, then cached as safetensors
     gguf_package: Optional[str] = None  # a Python package whose folder holds the GGUF (sets `path`)
     revision: Optional[str] = None

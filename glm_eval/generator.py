@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
@@ -231,7 +232,9 @@ class SlotGenerator:
 
     # ---- main loop --------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def generate(self, requests: list[GenerationRequest], on_response: OnResponse) -> None:
+    def generate(self, requests: list[GenerationRequest], on_response: OnResponse,
+                 on_token: Callable[[int, list[int]], None] | None = None) -> None:
+        """`on_token(index, tokens so far)` after every new token of a row that is still going (streaming)."""
         fits = []
         for i, request in enumerate(requests):
             if len(request.prompt.token_ids) >= self.max_length:  # a failed request, never a wrong answer
@@ -258,7 +261,7 @@ class SlotGenerator:
         while queue or any(live):
             free = [s for s, r in enumerate(live) if r is None]
             if queue and (len(free) >= refill_at or len(free) == slots):
-                self._admit(requests, queue, free, live, cache, finish)
+                self._admit(requests, queue, free, live, cache, finish, on_token)
             elif not queue and free:
                 keep = [s for s, r in enumerate(live) if r is not None]
                 if not keep:
@@ -267,9 +270,9 @@ class SlotGenerator:
                     cache.select(keep)
                     live = [live[s] for s in keep]
             if any(live):
-                self._step(live, cache, finish)
+                self._step(live, cache, finish, on_token)
 
-    def _admit(self, requests, queue, free, live, cache, finish) -> None:
+    def _admit(self, requests, queue, free, live, cache, finish, on_token) -> None:
         while free and queue:
             group: list[_Row] = []
             width = len(requests[queue[0]].prompt.token_ids)
@@ -292,8 +295,10 @@ class SlotGenerator:
                 if reason:
                     finish(slot, reason)
                     free.append(slot)
+                elif on_token:
+                    on_token(row.index, row.tokens)
 
-    def _step(self, live: list[_Row | None], cache: SlotCache, finish) -> None:
+    def _step(self, live: list[_Row | None], cache: SlotCache, finish, on_token) -> None:
         # Columns no live row uses any more (all rows started later) are dropped once they are a quarter.
         starts = cache.mask[:, :cache.length].argmax(-1)
         alive = torch.tensor([r is not None for r in live], device=starts.device)
@@ -323,6 +328,8 @@ class SlotGenerator:
             reason = self._finish_reason(row)
             if reason:
                 finish(slot, reason)
+            elif on_token:
+                on_token(row.index, row.tokens)
         for slot, r in enumerate(live):
             if r is None:
                 cache.mask[slot, t] = 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from glm_eval.checkpoints import is_chatglm_layout, load_chatglm, local_folder, read_config
 from glm_eval.config import ModelConfig
 from glm_eval.errors import UserError
-from glm_eval.protocol import GenerationRequest, LoglikelihoodRequest, OnResponse, Prompt, Response
+from glm_eval.protocol import GenerationRequest, LoglikelihoodRequest, OnResponse, Prompt
 
 
 def cache_root(configured: str | None = None) -> Path:
@@ -167,7 +167,8 @@ class ModelSource:
         return model.to(device).eval()
 
 
-PROMPT_FORMATS = ("auto", "chat_template", "raw", "chatglm3", "chatglm2", "glm4")
+PROMPT_FORMATS = ("auto", "chat_template", "raw", "chatglm3", "chatglm2", "glm4", "messages")
+Messages = tuple[tuple[str, str], ...]  # (role, content) turns
 
 
 class PromptRenderer:
@@ -177,6 +178,8 @@ class PromptRenderer:
     chat_template: the tokenizer's Jinja chat template.
     chatglm3 / glm4: THUDM's build_chat_input ids, token-exact; few-shot pairs become history turns.
     chatglm2: the "[Round n]\n\n问：…\n\n答：" text of ChatGLM2's build_prompt.
+    messages: the turns alone, for chat endpoints that apply their own template (no tokenizer here). A chat API
+      cannot start the reply for the model, so a task's answer prefix ends the user turn instead.
     """
 
     def __init__(self, tokenizer, chat: bool | None, prompt_format: str = "auto", max_input_length: int | None = None):
@@ -197,17 +200,28 @@ class PromptRenderer:
                open_reply: bool = False) -> Prompt:
         """`open_reply`: end where the reply's content starts (after ChatGLM3/GLM-4's metadata line), so the next
         token is the answer itself; multiple-choice letter scoring reads its logits there."""
-        prefix = gen_prefix.strip()
         if self.format == "raw":
             text = "".join(f"{user} {answer.strip()}\n\n" for user, answer in shots) + question
-            if prefix:  # "A:" + " Let's think…", but a prompt ending in a newline takes the prefix as is
-                text += prefix if text.endswith(("\n", " ")) else f" {prefix}"
-            return self.plain(text)
-        turns = [(user, answer.strip()) for user, answer in shots]
-        messages = tuple(m for user, answer in turns for m in (("user", user), ("assistant", answer)))
-        messages += (("user", question),)
+            return self.plain(with_prefix(text, gen_prefix))
+        messages = tuple(m for user, answer in shots for m in (("user", user), ("assistant", answer.strip())))
+        return self.render_messages(messages + (("user", question),), gen_prefix, open_reply)
+
+    def render_messages(self, messages: Messages, gen_prefix: str = "", open_reply: bool = False) -> Prompt:
+        """A conversation ending in a user turn, wrapped in the model's chat format (the server renders requests
+        with this too, so an endpoint sees the same tokens as an in-process run)."""
+        prefix = gen_prefix.strip()
+        if self.format == "messages":
+            if prefix:
+                *earlier, (role, content) = messages
+                messages = (*earlier, (role, with_prefix(content, prefix)))
+            return Prompt(text="\n\n".join(f"[{role}] {content}" for role, content in messages), messages=messages)
+        if self.format == "raw":
+            return self.plain(with_prefix("\n\n".join(content for _, content in messages), prefix))
         if self.format == "chatglm2":
-            text = self.tokenizer.chatglm2_prompt(question, turns) + prefix
+            system = "".join(f"{c}\n" for r, c in messages if r == "system")  # ChatGLM2 has no system turn
+            chat = [m for m in messages if m[0] != "system"]
+            turns = [(u, a) for (_, u), (_, a) in zip(chat[:-1:2], chat[1::2])]
+            text = self.tokenizer.chatglm2_prompt(system + chat[-1][1], turns) + prefix
             return Prompt(text=text, token_ids=tuple(self.tokenizer.encode(text)), messages=messages)
         if self.format in ("chatglm3", "glm4"):
             ids = self.tokenizer.chat_ids([{"role": r, "content": c} for r, c in messages])
@@ -236,7 +250,7 @@ class PromptRenderer:
 
     def plain(self, text: str) -> Prompt:
         """`text` without any chat wrapper, tokenized with the tokenizer's own prefix (BOS, or [gMASK] sop)."""
-        return Prompt(text=text, token_ids=tuple(self.tokenizer.encode(text)))
+        return Prompt(text=text, token_ids=tuple(self.tokenizer.encode(text)) if self.tokenizer else ())
 
     def continuation_ids(self, text: str) -> list[int]:
         """`text` tokenized on its own, without special tokens (a continuation after a prompt)."""
@@ -253,6 +267,14 @@ class PromptRenderer:
                 return ids[0]
         raise UserError(f"the tokenizer writes choice letter {letter!r} with more than one token; "
                         f"use task.choice_scoring=loglik or generate")
+
+
+def with_prefix(text: str, prefix: str) -> str:
+    """The answer prefix after a prompt: "A:" + " Let's think…", but a prompt ending in a newline takes it as is."""
+    prefix = prefix.strip()
+    if not prefix:
+        return text
+    return text + prefix if text.endswith(("\n", " ")) else f"{text} {prefix}"
 
 
 def resolve_device_dtype(device: str, dtype: str):
@@ -296,8 +318,8 @@ class HFBackend:
                 "decode_s": round(g.decode_seconds, 2), "row_steps": g.computed_slots,
                 "useful_row_steps": g.generated_tokens}
 
-    def generate(self, requests: list[GenerationRequest], on_response: OnResponse) -> None:
-        self.generator.generate(requests, on_response)
+    def generate(self, requests: list[GenerationRequest], on_response: OnResponse, on_token=None) -> None:
+        self.generator.generate(requests, on_response, on_token)
 
     def loglikelihood(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:
         self.scorer.score(requests, on_response)

@@ -115,22 +115,42 @@ def show_prompts(per_doc: list[list[Request]], count: int) -> None:
             print(f"----- scored continuations -----\n{[list(c) for c in requests[0].continuations]}")
 
 
+BACKENDS = ("hf", "openai_api", "chatglm_api")
+
+
 class LoadedModel:
-    """The model side of a run: tokenizer and prompt format now, weights on first use; a suite shares it."""
+    """The model side of a run: tokenizer and prompt format now, weights on first use; a suite shares it.
+    An HTTP endpoint has no tokenizer here: prompts go as chat turns (or, for a completions API, as raw text)."""
 
     def __init__(self, cfg: EvalConfig):
         self.cfg = cfg
-        self.source = ModelSource(cfg.model)  # converted models live under GLM_EVAL_CACHE, whatever cache_dir says
-        self.renderer = PromptRenderer(self.source.load_tokenizer(), cfg.model.chat, cfg.model.prompt_format,
-                                       self.source.max_input_length())
+        if cfg.model.backend not in BACKENDS:
+            raise UserError(f"unknown model.backend {cfg.model.backend!r}; valid: {', '.join(BACKENDS)}")
+        self.remote = cfg.model.backend != "hf"
+        if self.remote:
+            if cfg.model.endpoint is None:
+                raise UserError(f"model.backend={cfg.model.backend} needs model.endpoint.url=<URL>")
+            completions = cfg.model.backend == "openai_api" and cfg.model.endpoint.api == "completions"
+            self.renderer = PromptRenderer(None, None, "raw" if completions else "messages")
+        else:
+            if not cfg.model.path:
+                raise UserError("model.path is not set: give model.path=<hub id or local folder>")
+            self.source = ModelSource(cfg.model)  # converted models live under GLM_EVAL_CACHE, whatever cache_dir says
+            self.renderer = PromptRenderer(self.source.load_tokenizer(), cfg.model.chat, cfg.model.prompt_format,
+                                           self.source.max_input_length())
         self._backend = None
 
     @property
-    def backend(self) -> HFBackend:
+    def backend(self):
         if self._backend is None:
             c = self.cfg
-            self._backend = HFBackend(self.source, self.renderer.tokenizer, c.model.device, c.model.dtype,
-                                      c.batch.max_rows, c.batch.max_tokens, c.batch.prefill_tokens)
+            if self.remote:
+                from glm_eval.http_backends import ChatGLMBackend, OpenAIBackend
+                kind = OpenAIBackend if c.model.backend == "openai_api" else ChatGLMBackend
+                self._backend = kind(c.model.endpoint, c.model.name)
+            else:
+                self._backend = HFBackend(self.source, self.renderer.tokenizer, c.model.device, c.model.dtype,
+                                          c.batch.max_rows, c.batch.max_tokens, c.batch.prefill_tokens)
         return self._backend
 
 
@@ -173,6 +193,8 @@ def evaluate_suite(cfg: EvalConfig) -> dict:
 
 def evaluate_task(cfg: EvalConfig, loaded: LoadedModel) -> dict | None:
     started = time.time()
+    if loaded.remote and cfg.task.choice_scoring != "generate":
+        cfg.task.choice_scoring = "generate"  # an endpoint returns text, not logits
     task = load_task(cfg.task)
     renderer = loaded.renderer
     documents = task.documents(cfg.data_dir)

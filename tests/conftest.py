@@ -1,5 +1,8 @@
+import json
 import os
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -45,3 +48,57 @@ def run_cli(*args, **kwargs):
     import subprocess
     return subprocess.run([sys.executable, "-m", "glm_eval", *args], cwd=kwargs.pop("cwd", REPO),
                           capture_output=True, text=True, **kwargs)
+
+
+class Server:
+    """A threaded HTTP server on a free loopback port; `reply(handler, path, payload)` answers each POST and
+    every request is recorded as (path, headers, payload)."""
+
+    def __init__(self, reply):
+        self.reply, self.seen, self.lock = reply, [], threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.seen.append((self.path, dict(self.headers), payload))
+                try:
+                    server.reply(self, self.path, payload)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # listening once constructed
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(reply):
+        servers.append(Server(reply))
+        return servers[-1]
+    yield start
+    for s in servers:
+        s.close()
+
+
+def send(handler, status=200, body=b"", content_type="application/json", headers=()):
+    body = body if isinstance(body, bytes) else json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    for name, value in headers:
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(body)

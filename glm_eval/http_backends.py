@@ -1,0 +1,254 @@
+"""Backends for models deployed behind HTTP endpoints (model.backend=openai_api | chatglm_api).
+
+Protocols:
+- openai_api: an OpenAI-compatible server (ChatGLM3's api_server, chatglm.cpp, vLLM), `/chat/completions` with
+  messages or `/completions` with the rendered prompt text, optionally streamed as server-sent events.
+- chatglm_api: THUDM's original `api.py` (ChatGLM-6B / ChatGLM2-6B): `POST /` with {prompt, history, max_length,
+  top_p, temperature} → {response, history, status, time}.
+
+Quirks handled:
+- SSE: ping comments, a first delta with only `role`, empty-content chunks and `data: [DONE]` are skipped.
+- SSE: a stream closing with neither `[DONE]` nor a finish_reason is a dropped reply: retried.
+- `id: ""` and a missing `usage` are accepted (num_tokens is then 0).
+- api.py has no stop strings: stops are cut client-side, for every server alike.
+- api.py turns temperature 0 into 0.95 (sampling): warned once per backend.
+- api.py has no system turn: a system message is prefixed to the prompt, as ChatGLM2's own openai_api.py does.
+- Retries with capped exponential backoff (or Retry-After) on connection errors, timeouts, dropped connections,
+  5xx, 429 and 200 replies that are not the expected JSON; other 4xx fail at once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+import httpx
+from httpx_sse import SSEError, connect_sse
+
+from glm_eval.config import EndpointConfig
+from glm_eval.errors import UserError
+from glm_eval.protocol import GenerationRequest, LoglikelihoodRequest, OnResponse, Response
+
+MAX_WAIT_S = 30.0
+MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)  # JSON errors are ValueErrors
+
+
+class Retryable(Exception):
+    """A failed attempt worth repeating; `wait_s` (from Retry-After) replaces the backoff."""
+
+    def __init__(self, reason: str, wait_s: float | None = None):
+        super().__init__(reason)
+        self.reason, self.wait_s = reason, wait_s
+
+
+class Fatal(Exception):
+    """A failed attempt that would fail again the same way (400, 401, 404, 422 …)."""
+
+
+def _string(value) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return min(max(float(response.headers["retry-after"]), 0.0), MAX_WAIT_S)
+    except (KeyError, ValueError):  # absent, or an HTTP date (not worth parsing)
+        return None
+
+
+class HTTPBackend:
+    """Shared transport: concurrency, retries, client-side stops and accounting. Subclasses build the payload
+    and read the reply."""
+
+    name = "http"
+
+    def __init__(self, cfg: EndpointConfig, fingerprint: str):
+        self.cfg, self.fingerprint = cfg, fingerprint
+        self.dtype, self.device = "remote", cfg.url
+        self.headers = {}
+        if cfg.api_key_env:
+            key = os.environ.get(cfg.api_key_env)
+            if key is None:
+                raise UserError(f"environment variable {cfg.api_key_env} (model.endpoint.api_key_env) is not set")
+            self.headers["Authorization"] = f"Bearer {key}"
+        self._counts = {"requests": 0, "failed": 0, "retries": 0}
+        self._lock = threading.Lock()  # retries are counted in worker threads
+
+    def stats(self) -> dict:
+        return {**self._counts, "in_flight_limit": self.cfg.concurrency}
+
+    def loglikelihood(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:
+        raise UserError(f"{self.name} endpoints return text only: use task.choice_scoring=generate")
+
+    def generate(self, requests: list[GenerationRequest], on_response: OnResponse) -> None:
+        if not requests:
+            return
+        self.before(requests)
+        workers = max(1, self.cfg.concurrency)
+        cancelled = threading.Event()
+        limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+        with httpx.Client(headers=self.headers, timeout=self.cfg.timeout_s, limits=limits) as client:
+            pool = ThreadPoolExecutor(workers, thread_name_prefix=self.name)
+            try:
+                futures = {pool.submit(self._answer, client, r, cancelled): i for i, r in enumerate(requests)}
+                for future in as_completed(futures):  # on_response runs here, in the caller's thread (SQLite)
+                    response = future.result()
+                    self._counts["requests"] += 1
+                    self._counts["failed"] += response.error is not None
+                    on_response(futures[future], response)
+            finally:  # Ctrl-C or a failing callback: drop what has not started, stop retrying what has
+                cancelled.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def before(self, requests: list[GenerationRequest]) -> None:  # warnings about a whole batch
+        pass
+
+    def post(self, client: httpx.Client, req: GenerationRequest) -> tuple[str, str, int]:
+        """One attempt: (text, finish_reason, completion tokens); raises Retryable or Fatal."""
+        raise NotImplementedError
+
+    def _answer(self, client: httpx.Client, req: GenerationRequest, cancelled: threading.Event) -> Response:
+        attempts = max(0, self.cfg.retries) + 1
+        for attempt in range(attempts):
+            try:
+                text, finish_reason, num_tokens = self._attempt(client, req)
+                return self._cut_at_stop(req, Response(text=text, num_tokens=num_tokens, finish_reason=finish_reason))
+            except Fatal as e:
+                return Response(finish_reason="error", error=str(e))
+            except Retryable as e:
+                if attempt + 1 == attempts or cancelled.is_set():
+                    n = attempt + 1
+                    return Response(finish_reason="error", error=f"{e.reason} after {n} attempt{'s' * (n > 1)}")
+                with self._lock:
+                    self._counts["retries"] += 1
+                wait = e.wait_s if e.wait_s is not None else min(self.cfg.backoff_s * 2 ** attempt, MAX_WAIT_S)
+                cancelled.wait(wait)
+            except Exception as e:  # a bug or an odd transport state: report it on this request, keep the run
+                return Response(finish_reason="error", error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
+        raise AssertionError("unreachable")
+
+    def _attempt(self, client: httpx.Client, req: GenerationRequest) -> tuple[str, str, int]:
+        try:
+            return self.post(client, req)
+        except httpx.TimeoutException:
+            raise Retryable(f"timeout ({self.cfg.timeout_s:g} s)") from None
+        except SSEError:  # a 200 that is not an event stream
+            raise Retryable("malformed reply (not an event stream)") from None
+        except httpx.TransportError as e:  # refused, reset, closed without a reply, incomplete body
+            raise Retryable(f"connection error ({type(e).__name__})") from None
+        except MALFORMED as e:
+            raise Retryable(f"malformed reply ({type(e).__name__})") from None
+
+    @staticmethod
+    def check_status(response: httpx.Response) -> None:
+        if response.is_success:
+            return
+        code = response.status_code
+        if code == 429 or code >= 500:
+            raise Retryable(f"HTTP {code}", _retry_after(response) if code in (429, 503) else None)
+        body = " ".join(response.read().decode("utf-8", "replace").split())
+        raise Fatal(f"HTTP {code}: {body[:200]}")
+
+    @staticmethod
+    def _cut_at_stop(req: GenerationRequest, response: Response) -> Response:
+        cuts = [i for i in (response.text.find(s) for s in req.stop if s) if i >= 0]
+        if cuts:
+            response.text, response.finish_reason = response.text[:min(cuts)], "stop"
+        return response
+
+
+class OpenAIBackend(HTTPBackend):
+    name = "openai_api"
+
+    def __init__(self, cfg: EndpointConfig, model_name: str):
+        if cfg.api not in ("chat", "completions"):
+            raise UserError(f"unknown model.endpoint.api {cfg.api!r}; valid: chat, completions")
+        self.model = cfg.model or model_name
+        super().__init__(cfg, json.dumps(["openai_api", cfg.url, self.model, cfg.api]))
+        self.url = f"{cfg.url.rstrip('/')}/{'chat/completions' if cfg.api == 'chat' else 'completions'}"
+
+    def payload(self, req: GenerationRequest) -> dict:
+        payload = {"model": self.model, "max_tokens": req.max_new_tokens, "temperature": req.temperature,
+                   "top_p": req.top_p, "stream": self.cfg.stream}
+        if self.cfg.api == "chat":
+            messages = req.prompt.messages or (("user", req.prompt.text),)
+            payload["messages"] = [{"role": role, "content": content} for role, content in messages]
+        else:
+            payload["prompt"] = req.prompt.text
+        if req.stop:
+            payload["stop"] = list(req.stop)
+        if req.temperature > 0:  # a seed only matters when sampling
+            payload["seed"] = req.seed
+        return payload
+
+    def post(self, client: httpx.Client, req: GenerationRequest) -> tuple[str, str, int]:
+        if not self.cfg.stream:
+            response = client.post(self.url, json=self.payload(req))
+            self.check_status(response)
+            data = response.json()
+            choice = data["choices"][0]
+            text = choice["message"]["content"] if self.cfg.api == "chat" else choice["text"]
+            return _string(text), choice.get("finish_reason") or "eos", self._tokens(data)
+        with connect_sse(client, "POST", self.url, json=self.payload(req)) as source:
+            self.check_status(source.response)
+            parts, finish_reason, num_tokens, done = [], None, 0, False
+            for event in source.iter_sse():  # comments (`: ping`) never reach here
+                if not event.data.strip():
+                    continue
+                if event.data.strip() == "[DONE]":
+                    done = True
+                    break
+                chunk = json.loads(event.data)
+                num_tokens = self._tokens(chunk) or num_tokens
+                for choice in chunk.get("choices") or []:
+                    if choice.get("index", 0) != 0:
+                        continue
+                    piece = (choice.get("delta") or {}).get("content") if self.cfg.api == "chat" else choice.get("text")
+                    if piece:
+                        parts.append(_string(piece))
+                    finish_reason = choice.get("finish_reason") or finish_reason
+            if not done and finish_reason is None:  # closed mid-reply (HTTP/1.0 streams end at close)
+                raise Retryable("stream ended before [DONE]")
+            return "".join(parts), finish_reason or "eos", num_tokens
+
+    @staticmethod
+    def _tokens(data: dict) -> int:
+        usage = data.get("usage") or {}
+        return int(usage.get("completion_tokens") or 0)
+
+
+class ChatGLMBackend(HTTPBackend):
+    name = "chatglm_api"
+
+    def __init__(self, cfg: EndpointConfig, model_name: str):
+        super().__init__(cfg, json.dumps(["chatglm_api", cfg.url]))
+        self.model = model_name
+        self._warned = False
+
+    def before(self, requests: list[GenerationRequest]) -> None:
+        if not self._warned and any(r.temperature == 0 for r in requests):
+            self._warned = True
+            print(f"warning: {self.cfg.url}: the original api.py turns temperature 0 into 0.95 (sampling); greedy "
+                  "holds only on servers that honour 0 (glm-eval's serve, chatglm.cpp)", file=sys.stderr)
+
+    def payload(self, req: GenerationRequest) -> dict:
+        system = "".join(f"{c}\n" for r, c in req.prompt.messages if r == "system")
+        turns = [(r, c) for r, c in req.prompt.messages if r != "system"]
+        *earlier, (_, prompt) = turns or [("user", req.prompt.text)]
+        history: list[list[str]] = []
+        for role, content in earlier:
+            if role == "assistant" and history and not history[-1][1]:
+                history[-1][1] = content
+            else:  # a user turn opens a pair; an assistant turn without one gets an empty question
+                history.append([content, ""] if role != "assistant" else ["", content])
+        return {"prompt": system + prompt, "history": history, "max_length": self.cfg.max_length,
+                "max_new_tokens": req.max_new_tokens, "top_p": req.top_p, "temperature": req.temperature}
+
+    def post(self, client: httpx.Client, req: GenerationRequest) -> tuple[str, str, int]:
+        response = client.post(self.cfg.url, json=self.payload(req))
+        self.check_status(response)
+        return _string(response.json()["response"]), "eos", 0

@@ -1,0 +1,240 @@
+"""glm-eval's own server with the real small model on loopback, called by glm-eval's HTTP backends (GSM8K answers
+equal to in-process generation), by LangChain's ChatGLM clients and by the official openai client; a whole run
+through a failing endpoint with exact accounting and a resume; the server's checks without a model."""
+import json
+import subprocess
+import sys
+import time
+import warnings
+
+import httpx
+import pytest
+from conftest import REPO, Server, run_cli, send
+from fastapi.testclient import TestClient
+
+from glm_eval.protocol import Response
+from glm_eval.serve import BatchingEngine, make_app
+
+
+@pytest.fixture(scope="module")
+def server(isolated_cache, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with socket_port() as port, open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "glm_eval.serve", "model=smollm2-135m-instruct", f"port={port}"],
+                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while True:
+        assert proc.poll() is None and time.time() < deadline, log.read_text()[-2000:]
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+class socket_port:
+    """A free loopback port (closed again before the server binds it)."""
+
+    def __enter__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return self.sock.getsockname()[1]
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+
+def gsm8k_answers(tmp_path, data_dir, label, *overrides):
+    results = tmp_path / label
+    done = run_cli("task=gsm8k", "limit=10", "gen.max_new_tokens=160", f"data_dir={data_dir}", "progress=false",
+                   f"results_dir={results}", *overrides)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [samples] = results.glob("*/gsm8k/samples.jsonl")
+    records = [json.loads(line) for line in open(samples, encoding="utf-8")]
+    assert not any("error" in r for r in records)
+    return [r["extracted"] for r in records]
+
+
+def test_gsm8k_through_each_http_backend_equals_in_process(server, tmp_path, data_dir):
+    # A chat API cannot start the reply for the model, so the chat comparisons drop GSM8K's answer prefix on both
+    # sides; the completions API carries the raw prompt whole, prefix included.
+    chat = gsm8k_answers(tmp_path, data_dir, "chat", "model=smollm2-135m-instruct", "task.gen_prefix=")
+    raw = gsm8k_answers(tmp_path, data_dir, "raw", "model=smollm2-135m-instruct", "model.chat=false")
+    assert gsm8k_answers(tmp_path, data_dir, "openai_chat", "model=openai_api", f"model.endpoint.url={server}/v1",
+                         "task.gen_prefix=") == chat
+    assert gsm8k_answers(tmp_path, data_dir, "openai_completions", "model=openai_api", "model.endpoint.stream=true",
+                         f"model.endpoint.url={server}/v1", "model.endpoint.api=completions") == raw
+    assert gsm8k_answers(tmp_path, data_dir, "chatglm", "model=chatglm_api", f"model.endpoint.url={server}/",
+                         "task.gen_prefix=") == chat
+
+
+def test_langchain_chatglm_clients_with_their_own_payloads(server):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # langchain-community announces its sunset on import
+        from langchain_community.llms import ChatGLM
+        from langchain_community.llms.chatglm3 import ChatGLM3
+        from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+    # ChatGLM posts {prompt, temperature 0.1, history, max_length, top_p 0.7} to POST /. Its default max_length
+    # (20000) would let a sampled reply run to the context's end; a test keeps replies short.
+    llm = ChatGLM(endpoint_url=f"{server}/", with_history=True, max_token=300)
+    reply = llm.invoke("What is the capital of France?")
+    assert reply.strip() and llm.history == [["What is the capital of France?", reply]]
+    assert llm.invoke("And of Italy?").strip()
+    # greedy, the history it keeps must reach the model: the same reply as the history sent by hand
+    greedy = ChatGLM(endpoint_url=f"{server}/", temperature=0, history=[["Name a colour.", "Blue."]], max_token=300)
+    by_hand = httpx.post(f"{server}/", json={"prompt": "Name another one.", "temperature": 0, "max_length": 300,
+                                             "history": [["Name a colour.", "Blue."]]}, timeout=120).json()
+    assert greedy.invoke("Name another one.") == by_hand["response"]
+    # ChatGLM3 posts OpenAI chat (max_tokens 20000 by default, clamped to the context) with its prefix_messages first
+    prefix = [SystemMessage(content="Answer in one word."), HumanMessage(content="Capital of Spain?"),
+              AIMessage(content="Madrid")]
+    chat_url = f"{server}/v1/chat/completions"
+    assert ChatGLM3(endpoint_url=chat_url, prefix_messages=prefix, max_tokens=64).invoke("Capital of Japan?")
+    greedy3 = ChatGLM3(endpoint_url=chat_url, prefix_messages=prefix, temperature=0)  # greedy stops at EOS
+    messages = [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Capital of Spain?"},
+                {"role": "assistant", "content": "Madrid"}, {"role": "user", "content": "Capital of Japan?"}]
+    by_hand = httpx.post(f"{server}/v1/chat/completions", timeout=120,
+                         json={"model": "x", "messages": messages, "temperature": 0, "max_tokens": 20000}).json()
+    assert greedy3.invoke("Capital of Japan?") == by_hand["choices"][0]["message"]["content"]
+
+
+def test_openai_client_stream_and_not(server):
+    from openai import OpenAI
+    client = OpenAI(api_key="EMPTY", base_url=f"{server}/v1")
+    assert [m.id for m in client.models.list().data] == ["smollm2-135m-instruct"]
+    ask = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Say hello."}],
+           "temperature": 0, "max_tokens": 24}
+    whole = client.chat.completions.create(**ask)
+    assert whole.choices[0].message.content and whole.usage.completion_tokens > 0
+    pieces = [chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(**ask, stream=True)]
+    assert "".join(pieces) == whole.choices[0].message.content and len([p for p in pieces if p]) > 3  # token by token
+    text = client.completions.create(model="x", prompt="1, 2, 3,", max_tokens=6, temperature=0).choices[0].text
+    assert text.strip()
+
+
+def test_concurrent_requests_are_batched_together(server):
+    """The engine decodes requests that arrive together in one batch: 40 concurrent requests, far fewer batches."""
+    import concurrent.futures
+    before = httpx.get(f"{server}/health").json()
+    ask = lambda i: httpx.post(f"{server}/v1/chat/completions", timeout=300, json={  # noqa: E731
+        "model": "x", "messages": [{"role": "user", "content": f"Count to {i % 7 + 2}."}], "max_tokens": 8,
+        "temperature": 0}).json()["choices"][0]["message"]["content"]
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        replies = list(pool.map(ask, range(40)))
+    assert all(replies) and replies[0] == replies[7]  # same prompt, same greedy reply (possibly other batches)
+    after = httpx.get(f"{server}/health").json()
+    assert after["requests"] - before["requests"] == 40 and after["batches"] - before["batches"] <= 10
+
+
+# ---- a whole run through a failing endpoint ------------------------------------------------------------------
+def test_failing_endpoint_run_accounts_exactly_and_resumes(tmp_path, data_dir):
+    questions = [json.loads(line)["question"] for line in open(data_dir / "gsm8k" / "test.jsonl")][:10]
+    broken = {questions[2]: "500", questions[5]: "400"}  # always 500 (retried, then failed); 400 (failed at once)
+    flaky = {questions[7]: "drop", questions[8]: "malformed"}  # once each, then fine: not failures
+    healthy = {"on": False}
+
+    def reply(handler, path, payload):
+        asked = payload["messages"][-1]["content"]
+        fault = next((f for q, f in {**broken, **flaky}.items() if q in asked), None)
+        if fault and not healthy["on"]:
+            if fault in ("drop", "malformed"):
+                del flaky[next(q for q in flaky if q in asked)]
+            if fault == "drop":
+                handler.connection.close()
+                return
+            if fault == "malformed":
+                return send(handler, 200, b'{"choices": [')
+            return send(handler, int(fault), {"error": {"message": fault}})
+        send(handler, 200, {"id": "", "choices": [{"index": 0, "finish_reason": "stop",
+                                                   "message": {"role": "assistant", "content": "The answer is 18."}}]})
+
+    server = Server(reply)
+    try:
+        run = ["task=gsm8k", "limit=10", f"data_dir={data_dir}", "progress=false", f"results_dir={tmp_path}",
+               "model=openai_api", f"model.endpoint.url={server.url}/v1", "model.endpoint.retries=2",
+               "model.endpoint.backoff_s=0.01"]
+        first = run_cli(*run)
+        assert first.returncode == 0, first.stderr[-2000:]
+        metrics = json.loads((tmp_path / "openai_api" / "gsm8k" / "metrics.json").read_text())
+        assert (metrics["n"], metrics["failed"], metrics["generated"]) == (8, 2, 10)
+        records = [json.loads(line) for line in open(tmp_path / "openai_api" / "gsm8k" / "samples.jsonl")]
+        assert [i for i, r in enumerate(records) if "error" in r] == [2, 5]
+        assert "HTTP 500 after 3 attempts" in records[2]["error"] and records[5]["error"].startswith("HTTP 400")
+        assert metrics["correct"] == 1  # only problem 0's gold is 18: failures are not counted as wrong answers
+        calls = [p["messages"][-1]["content"] for _, _, p in server.seen]
+        assert sum(questions[2] in c for c in calls) == 3 and sum(questions[5] in c for c in calls) == 1
+
+        healthy["on"] = True
+        second = run_cli(*run)  # resume: only the two failed requests go out again
+        assert second.returncode == 0, second.stderr[-2000:]
+        metrics = json.loads((tmp_path / "openai_api" / "gsm8k" / "metrics.json").read_text())
+        assert (metrics["n"], metrics["failed"], metrics["generated"], metrics["from_cache"]) == (10, 0, 2, 8)
+    finally:
+        server.close()
+
+
+# ---- the server's own checks, without a model ------------------------------------------------------------------
+class EchoBackend:
+    """Stands in for the model: replies "<n> tokens" for a prompt of n tokens, one character per step, reporting
+    each step as a token (a character's code) and cutting at stop strings as the generator does."""
+
+    class generator:
+        max_length = 64
+
+    def generate(self, requests, on_response, on_token=None):
+        for i, r in enumerate(requests):
+            text = f"{len(r.prompt.token_ids)} tokens"
+            for k in range(1, len(text)):
+                if on_token and not any(s in text[:k] for s in r.stop):
+                    on_token(i, [ord(c) for c in text[:k]])
+            cuts = [text.find(s) for s in r.stop if s in text]
+            on_response(i, Response(text=text[:min(cuts)] if cuts else text, num_tokens=2, finish_reason="eos"))
+
+
+class CharTokenizer:
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(map(chr, ids))
+
+
+class CharRenderer:
+    """One token per character."""
+
+    def render_messages(self, messages):
+        from glm_eval.protocol import Prompt
+        text = "".join(c for _, c in messages)
+        return Prompt(text, tuple(range(len(text))), messages)
+
+    def plain(self, text):
+        from glm_eval.protocol import Prompt
+        return Prompt(text, tuple(range(len(text))))
+
+
+def test_server_checks_keys_bodies_and_lengths():
+    loaded = type("Loaded", (), {"renderer": CharRenderer()})()
+    client = TestClient(make_app(loaded, BatchingEngine(EchoBackend(), CharTokenizer()), "echo", api_key="s3cret"))
+    chat = {"model": "echo", "messages": [{"role": "user", "content": "hello"}]}
+    assert client.get("/health").status_code == 200  # no key needed
+    assert client.post("/v1/chat/completions", json=chat).status_code == 401
+    auth = {"Authorization": "Bearer s3cret"}
+    ok = client.post("/v1/chat/completions", json=chat, headers=auth).json()
+    assert ok["choices"][0]["message"]["content"] == "5 tokens" and ok["usage"]["prompt_tokens"] == 5
+    for bad in ({"messages": []}, {"messages": [{"role": "assistant", "content": "x"}]}, {"messages": "hi"},
+                {"messages": [{"role": "user", "content": "x" * 64}]}):
+        assert client.post("/v1/chat/completions", json=bad, headers=auth).status_code == 400
+    assert client.post("/", content=b"not json", headers=auth).status_code == 400
+    legacy = client.post("/", json={"prompt": "hi", "history": [["a", "b"]]}, headers=auth).json()
+    assert legacy["response"] == "4 tokens" and legacy["history"] == [["a", "b"], ["hi", "4 tokens"]]
+    # streams: pieces as the row grows, never past what a stop string may still cut, adding up to the reply
+    for stop, reply in ((None, "5 tokens"), (["ken"], "5 to")):
+        with client.stream("POST", "/v1/chat/completions", headers=auth, json={**chat, "stream": True, "stop": stop}) as r:
+            events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e)["choices"][0] for e in events[:-1]]
+        pieces = [c["delta"].get("content", "") for c in chunks]
+        assert chunks[0]["delta"]["role"] == "assistant" and chunks[-1]["finish_reason"] == "stop"
+        assert "".join(pieces) == reply and len([p for p in pieces if p]) > 2
