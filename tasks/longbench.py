@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 from glm_eval.errors import UserError
 from glm_eval.longbench_metrics import GOLD_PARAGRAPH, code_sim_backend, dataset_score, rouge_failures, sample_score
+from glm_eval.runner import mean_and_stderr
 from glm_eval.task import Task, file_sha256, read_jsonl
 
 CONFIG = Path(__file__).with_name("longbench_config")
@@ -92,8 +93,7 @@ class LongBench(Task):
         return self.hub_rows_per_config([name + self.variant for name in self.datasets], split, tag="dataset")
 
     def parse(self, row: dict) -> dict | None:
-        name = str(row.get("dataset", ""))
-        name = name[:-len(self.variant)] if self.variant and name.endswith(self.variant) else name
+        name = str(row.get("dataset", "")).removesuffix(self.variant)  # hub rows are tagged `<dataset>_e` in E
         question = row.get("input", row.get("question"))  # parquet mirrors rename `input`
         context, answers, classes = row.get("context"), row.get("answers"), row.get("all_classes")
         if (name not in DATASETS or not isinstance(context, str) or not isinstance(question, str)
@@ -139,21 +139,14 @@ class LongBench(Task):
         columns = {k: v for k, v in columns.items() if not math.isnan(v)}
         # the overall is a weighted sum of dataset means: its stderr follows from theirs (in 0-1 units)
         weights = {d: 1 / (len(categories) * sum(DATASETS[e][0] == DATASETS[d][0] for e in datasets)) for d in datasets}
-        variance = sum(weights[d] ** 2 * _variance_of_mean(per_dataset[d]) for d in datasets)
+        stderrs = {d: mean_and_stderr(per_dataset[d])[1] for d in datasets}  # nan for one sample: counts as 0
+        variance = sum(weights[d] ** 2 * stderrs[d] ** 2 for d in datasets if stderrs[d] == stderrs[d])
         block = {"table": self.cfg.name.split("/")[0], "columns": columns,
                  "missing": [d for d in self.all_datasets if d not in datasets],
                  "rouge_failures": sum("rouge_failed" in r for r in records),
                  "code_sim_matcher": code_sim_backend() if {"lcc", "repobench-p"} & set(datasets) else None,
                  "published": self.options.get("published") or {}, "reference": self.options.get("reference")}
         return {"score": overall / 100, "stderr": math.sqrt(variance), "average": "categories", "longbench": block}
-
-
-def _variance_of_mean(values: list[float]) -> float:
-    n = len(values)
-    if n < 2:
-        return 0.0
-    m = sum(values) / n
-    return sum((v - m) ** 2 for v in values) / (n - 1) / n
 
 
 TASK = LongBench
