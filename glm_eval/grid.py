@@ -32,12 +32,18 @@ def register_run(results_dir: Path, output_dir: Path) -> None:
             f.write(f"{output_dir}\n")
 
 
+def find_run_dirs(results_dir: Path) -> list[Path]:
+    """Folders holding a metrics.json below results_dir, then the runs registered elsewhere that still exist."""
+    listing = results_dir / RUNS_ELSEWHERE
+    elsewhere = [Path(p) for p in listing.read_text().splitlines()] if listing.exists() else []
+    return [p.parent for p in sorted(results_dir.glob("**/metrics.json"))] + \
+        [p for p in elsewhere if (p / "metrics.json").exists()]
+
+
 def read_runs(results_dir: Path) -> list[dict]:
     """Every readable metrics.json below results_dir and of the runs registered elsewhere."""
-    listing = results_dir / RUNS_ELSEWHERE
-    elsewhere = [Path(p) / "metrics.json" for p in listing.read_text().splitlines()] if listing.exists() else []
     runs = []
-    for path in sorted(results_dir.glob("**/metrics.json")) + [p for p in elsewhere if p.exists()]:
+    for path in (d / "metrics.json" for d in find_run_dirs(results_dir)):
         try:
             m = json.loads(path.read_text())
             if isinstance(m, dict) and isinstance(m.get("model"), str) and isinstance(m.get("task"), str):
@@ -53,12 +59,12 @@ def collect(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "task", "score", "finished_at"])
 
 
-def published_rows(results_dir: Path) -> tuple[pd.DataFrame, str | None]:
+def published_rows(results_dir: Path, fallback: dict | None = None) -> tuple[pd.DataFrame, str | None]:
+    """The published rows of the last suite run in results_dir (else of `fallback`, a suite config) and their
+    reference row."""
     path = results_dir / PUBLISHED
-    if not path.exists():
-        return pd.DataFrame(), None
-    found = json.loads(path.read_text())
-    rows = pd.DataFrame.from_dict(found.get("rows", {}), orient="index")
+    found = json.loads(path.read_text()) if path.exists() else fallback or {}
+    rows = pd.DataFrame.from_dict(found.get("rows", found.get("published", {})), orient="index")
     return rows, found.get("reference")
 
 
@@ -67,9 +73,17 @@ def rebuild_grid(results_dir: Path) -> pd.DataFrame:
     run elsewhere (latest run of a model/task pair wins), plus the published rows of the last suite run and,
     per evaluated model, a Δ row against the suite's reference row."""
     all_runs = read_runs(results_dir)
+    grid = build_grid(results_dir, all_runs)
+    write_table(grid, results_dir / "grid", decimals=1)
+    rebuild_detail_tables(results_dir, all_runs)
+    return grid
+
+
+def build_grid(results_dir: Path, all_runs: list[dict], fallback_published: dict | None = None) -> pd.DataFrame:
+    """Rows: models (scores ×100), published rows, Δ rows; columns: tasks in the README's order."""
     runs = collect(all_runs).sort_values("finished_at").drop_duplicates(["model", "task"], keep="last")
     grid = runs.pivot(index="model", columns="task", values="score") if len(runs) else pd.DataFrame()
-    published, reference = published_rows(results_dir)
+    published, reference = published_rows(results_dir, fallback_published)
     deltas = pd.DataFrame()
     if reference in published.index and len(grid):
         common = [t for t in grid.columns if t in published.columns]
@@ -79,10 +93,7 @@ def rebuild_grid(results_dir: Path) -> pd.DataFrame:
         published.index = [f"{name} (published)" for name in published.index]
     grid = pd.concat([grid, published, deltas])
     known = [t for t in COLUMNS if t in grid.columns]
-    grid = grid[known + sorted(set(grid.columns) - set(known))].rename(columns=COLUMNS).round(1)
-    write_table(grid, results_dir / "grid", decimals=1)
-    rebuild_detail_tables(results_dir, all_runs)
-    return grid
+    return grid[known + sorted(set(grid.columns) - set(known))].rename(columns=COLUMNS).round(1)
 
 
 def write_table(grid: pd.DataFrame, stem: Path, decimals: int, notes: list[str] = ()) -> None:
