@@ -134,7 +134,7 @@ def stratum_weights(subjects: list[str | None], categories: list, average: str) 
     if average == "macro":
         return {s: 1 / len(counts) for s in counts}
     if average == "categories":
-        category_of = {("" if s is None else s): (c[0] if isinstance(c, list) and c else c)
+        category_of = {("" if s is None else s): (c[0] if isinstance(c, list) and c else c) or ""
                        for s, c in zip(subjects, categories)}
         per_category = pd.Series(category_of).value_counts()
         return {s: 1 / (len(per_category) * per_category[category_of[s]]) for s in counts}
@@ -248,6 +248,15 @@ def compare_scope(p: Pairing, select: np.ndarray, average: str, binary: bool, re
             "worse": len(worse), "better": len(better), "worse_ids": worse, "better_ids": better}
 
 
+def category_members(categories: list) -> dict[str, np.ndarray]:
+    """Category → indices of its documents (a document's `category` is a name or a list of names)."""
+    members: dict[str, list[int]] = {}
+    for i, names in enumerate(categories):
+        for name in [names] if isinstance(names, str) else names or []:
+            members.setdefault(name, []).append(i)
+    return {name: np.array(members[name]) for name in sorted(members)}
+
+
 def compare_pair(reference: Run, other: Run, resamples: int, seed: int) -> tuple[list[dict], Pairing]:
     """Overall, per-category and per-subject rows for one run against the reference."""
     p = pair(reference, other)
@@ -257,9 +266,7 @@ def compare_pair(reference: Run, other: Run, resamples: int, seed: int) -> tuple
         return [], p
     rows = [{"scope": "overall", "group": "", **compare_scope(p, np.arange(len(p.ids)), average, binary, resamples, seed)}]
     within = "micro" if average == "micro" else "macro"  # a category averages its subjects as the headline does
-    category_names = sorted({c for cs in p.categories for c in ([cs] if isinstance(cs, str) else cs or [])})
-    for name in category_names:
-        select = np.array([i for i, cs in enumerate(p.categories) if name == cs or (isinstance(cs, list) and name in cs)])
+    for name, select in category_members(p.categories).items():
         rows.append({"scope": "category", "group": name, **compare_scope(p, select, within, binary, resamples, seed)})
     subject_names = sorted({s for s in p.subjects if s is not None})
     if len(subject_names) > 1:
@@ -381,7 +388,7 @@ def to_markdown(c: Comparison) -> str:
     intro = ("# Comparison\n\nScores ×100 on the documents both runs scored. A CI that excludes 0 and a small p "
              "say the difference is unlikely to be noise from the choice of documents; flips list the documents "
              "whose verdict changed.\n")
-    return intro + "\n" + "\n\n".join(task_markdown(c, t) for t in tasks) + "\n"
+    return intro + "\n" + "\n\n".join(task_markdown(c, t).strip() for t in tasks) + "\n"
 
 
 def write(c: Comparison, out: Path) -> None:

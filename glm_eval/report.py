@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from glm_eval.compare import Comparison, Run, compare, find_runs, flip_names, fmt, fmt_p, parse_args, strata, \
-    weighted_mean, weighted_stderr
+from glm_eval.compare import Comparison, Run, category_members, compare, find_runs, flip_names, fmt, fmt_p, \
+    parse_args, strata, weighted_mean, weighted_stderr
 from glm_eval.errors import UserError
 from glm_eval.grid import build_grid
 from glm_eval.runner import sample_value
@@ -192,7 +192,7 @@ def flip_links(run: Run | None, ids: list[int]) -> str:
     return ", ".join(f'<a href="runs/{esc(slug(run))}.html#id={i}">{i}</a>' for i in ids)
 
 
-def comparison_rows(part: pd.DataFrame, labels: list[str]) -> tuple[list[list[str]], list[str]]:
+def comparison_rows(part: pd.DataFrame, labels: list[str]) -> list[list[str]]:
     rows = []
     for label, (_, r) in zip(labels, part.iterrows()):
         significant = r.ci_low > 0 or r.ci_high < 0
@@ -200,17 +200,16 @@ def comparison_rows(part: pd.DataFrame, labels: list[str]) -> tuple[list[list[st
         rows.append([esc(label), str(r.n), fmt(r.reference_score), fmt(r.score),
                      f'<span class="{direction}{" sig" if significant else ""}">{fmt(r.delta, True)}</span>',
                      f"[{fmt(r.ci_low, True)}, {fmt(r.ci_high, True)}]", fmt_p(r.p), str(r.worse), str(r.better)])
-    return rows, [""] * len(rows)
+    return rows
 
 
 def comparison_html(c: Comparison) -> str:
     if not len(c.rows):
         return "<p>No task was run by two or more runs.</p>"
-    parts = []
+    parts, named = [], {(r.task, r.label): r for r in c.runs}
     for task in dict.fromkeys(c.rows.task):
         rows = c.rows[c.rows.task == task]
         overall = rows[rows.scope == "overall"]
-        named = {(r.task, r.label): r for r in c.runs}
         binary = all(r.binary for r in c.runs if r.task == task)
         worse, better = flip_names(binary)
         header = ["run", "n", "reference", "score", "Δ", "95% CI", "p", worse, better]
@@ -219,7 +218,7 @@ def comparison_html(c: Comparison) -> str:
         notes = c.notes.get(task, [])
         if notes:
             parts.append("<ul class='notes'>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
-        parts.append(table(header, *comparison_rows(overall, list(overall.model)), raw=True))
+        parts.append(table(header, comparison_rows(overall, list(overall.model)), raw=True))
         for _, r in overall.iterrows():
             run = named.get((task, r.model))
             for name, ids in zip((worse, better), (r.worse_ids, r.better_ids)):
@@ -230,7 +229,7 @@ def comparison_html(c: Comparison) -> str:
             if len(part):
                 labels = [f"{m} · {g}" if len(overall) > 1 else g for m, g in zip(part.model, part.group)]
                 parts.append(f"<details><summary>per {scope} ({len(part)})</summary>"
-                             + table([scope, *header[1:]], *comparison_rows(part, labels), raw=True) + "</details>")
+                             + table([scope, *header[1:]], comparison_rows(part, labels), raw=True) + "</details>")
     return "".join(parts)
 
 
@@ -239,12 +238,8 @@ def category_scores(run: Run) -> dict[str, tuple[float, float]]:
     records = list(run.records.values())
     values = np.array([sample_value(r) for r in records], dtype=float)
     within = "micro" if run.metrics.get("average", "micro") == "micro" else "macro"
-    names = sorted({c for r in records for c in ([r["category"]] if isinstance(r.get("category"), str)
-                                                  else r.get("category") or [])})
     out = {}
-    for name in names:
-        select = np.array([i for i, r in enumerate(records) if name == r.get("category")
-                           or (isinstance(r.get("category"), list) and name in r["category"])])
+    for name, select in category_members([r.get("category") for r in records]).items():
         groups = strata([records[i].get("subject") for i in select], within, [])
         out[name] = (100 * weighted_mean(values[select], groups), 196 * weighted_stderr(values[select], groups))
     return out
