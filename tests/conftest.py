@@ -65,6 +65,12 @@ def run_cli(*args, **kwargs):
                           capture_output=True, text=True, **kwargs)
 
 
+class Listener(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 overflows when 8+ clients connect at once on a loaded machine; Linux then
+    # drops the handshake, the client's 0.5 s connect timeout fires and a retry the server never saw is counted
+    request_queue_size = 128
+
+
 class Server:
     """A threaded HTTP server on a free loopback port; `reply(handler, path, payload)` answers each POST and
     every request is recorded as (path, headers, payload)."""
@@ -86,7 +92,7 @@ class Server:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # listening once constructed
+        self.httpd = Listener(("127.0.0.1", 0), Handler)  # listening once constructed
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
