@@ -29,18 +29,24 @@ from scipy import stats
 
 from glm_eval.errors import UserError
 from glm_eval.grid import find_run_dirs
-from glm_eval.runner import sample_value
+from glm_eval.runner import sample_value, stderr_of_weighted_means
+from glm_eval.task import read_jsonl
 
 OPTIONS = ("reference", "out", "resamples", "seed")
 SHOWN_IDS = 20  # flip ids listed in Markdown per direction (all of them are in flips.csv)
+
+
+def scored(record: dict) -> bool:
+    """A record with a verdict: its request did not fail and scoring gave it a `score` or `correct`."""
+    return "error" not in record and "scoring_error" not in record and ("score" in record or "correct" in record)
 
 
 @dataclass
 class Run:
     path: Path
     metrics: dict
-    records: dict[int, dict]  # doc_id → scored record (failed requests and unscorable records left out)
-    unusable: int = 0  # records that failed, could not be scored, or had no doc_id
+    rows: list[dict]  # every readable record of samples.jsonl, failed ones included (the report shows them)
+    unreadable: int = 0  # lines of samples.jsonl that are not a JSON object
     label: str = ""
 
     @property
@@ -52,26 +58,24 @@ class Run:
         return self.metrics["task"]
 
     @cached_property
+    def records(self) -> dict[int, dict]:
+        """doc_id → scored record: what a comparison pairs."""
+        return {r["doc_id"]: r for r in self.rows if isinstance(r.get("doc_id"), int) and scored(r)}
+
+    @property
+    def unusable(self) -> int:
+        """Lines that failed, could not be scored, had no doc_id or were unreadable."""
+        return self.unreadable + len(self.rows) - len(self.records)
+
+    @cached_property
     def binary(self) -> bool:
         return all("score" not in r for r in self.records.values())
 
 
 def load_run(path: Path) -> Run:
     metrics = json.loads((path / "metrics.json").read_text())
-    records, unusable = {}, 0
-    with open(path / "samples.jsonl", encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line) if line.strip() else None
-            except ValueError:
-                record = None
-            if line.strip() and (not isinstance(record, dict) or not isinstance(record.get("doc_id"), int)
-                                 or "error" in record or "scoring_error" in record
-                                 or ("score" not in record and "correct" not in record)):
-                unusable += 1
-            elif record is not None:
-                records[record["doc_id"]] = record
-    return Run(path, metrics, records, unusable)
+    rows, _ = read_jsonl(path / "samples.jsonl")
+    return Run(path, metrics, [r for r in rows if r is not None], rows.count(None))
 
 
 def find_runs(paths: list[str]) -> list[Run]:
@@ -155,7 +159,7 @@ def weighted_mean(values: np.ndarray, groups: list[tuple[np.ndarray, float]]) ->
 
 def weighted_stderr(values: np.ndarray, groups: list[tuple[np.ndarray, float]]) -> float:
     """Standard error of Σ weight · subject mean (independent subjects; a subject of one document adds none)."""
-    return math.sqrt(sum(w * w * values[idx].var(ddof=1) / len(idx) for idx, w in groups if len(idx) > 1))
+    return stderr_of_weighted_means([(weight, values[idx].tolist()) for idx, weight in groups])
 
 
 def bootstrap_ci(diff: np.ndarray, groups: list[tuple[np.ndarray, float]], resamples: int,

@@ -29,6 +29,7 @@ from httpx_sse import SSEError, connect_sse
 
 from glm_eval.config import EndpointConfig
 from glm_eval.errors import UserError
+from glm_eval.models import chatglm_query_history
 from glm_eval.protocol import GenerationRequest, LoglikelihoodRequest, OnResponse, Response
 
 MAX_WAIT_S = 30.0
@@ -236,16 +237,8 @@ class ChatGLMBackend(HTTPBackend):
                   "holds only on servers that honour 0 (glm-eval's serve, chatglm.cpp)", file=sys.stderr)
 
     def payload(self, req: GenerationRequest) -> dict:
-        system = "".join(f"{c}\n" for r, c in req.prompt.messages if r == "system")
-        turns = [(r, c) for r, c in req.prompt.messages if r != "system"]
-        *earlier, (_, prompt) = turns or [("user", req.prompt.text)]
-        history: list[list[str]] = []
-        for role, content in earlier:
-            if role == "assistant" and history and not history[-1][1]:
-                history[-1][1] = content
-            else:  # a user turn opens a pair; an assistant turn without one gets an empty question
-                history.append([content, ""] if role != "assistant" else ["", content])
-        return {"prompt": system + prompt, "history": history, "max_length": self.cfg.max_length,
+        query, history = chatglm_query_history(req.prompt.messages, default_query=req.prompt.text)
+        return {"prompt": query, "history": history, "max_length": self.cfg.max_length,
                 "max_new_tokens": req.max_new_tokens, "top_p": req.top_p, "temperature": req.temperature}
 
     def post(self, client: httpx.Client, req: GenerationRequest) -> tuple[str, str, int]:

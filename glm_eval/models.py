@@ -218,10 +218,7 @@ class PromptRenderer:
         if self.format == "raw":
             return self.plain(with_prefix("\n\n".join(content for _, content in messages), prefix))
         if self.format == "chatglm2":
-            system = "".join(f"{c}\n" for r, c in messages if r == "system")  # ChatGLM2 has no system turn
-            chat = [m for m in messages if m[0] != "system"]
-            turns = [(u, a) for (_, u), (_, a) in zip(chat[:-1:2], chat[1::2])]
-            text = self.tokenizer.chatglm2_prompt(system + chat[-1][1], turns) + prefix
+            text = self.tokenizer.chatglm2_prompt(*chatglm_query_history(messages)) + prefix
             return Prompt(text=text, token_ids=tuple(self.tokenizer.encode(text)), messages=messages)
         if self.format in ("chatglm3", "glm4"):
             ids = self.tokenizer.chat_ids([{"role": r, "content": c} for r, c in messages])
@@ -267,6 +264,22 @@ class PromptRenderer:
                 return ids[0]
         raise UserError(f"the tokenizer writes choice letter {letter!r} with more than one token; "
                         f"use task.choice_scoring=loglik or generate")
+
+
+def chatglm_query_history(messages: Messages, default_query: str = "") -> tuple[str, list[list[str]]]:
+    """ChatGLM2's and api.py's (query, history) for a conversation ending in a user turn. They have no system
+    turn: system text prefixes the query, as ChatGLM2's own openai_api.py does. The other turns pair up as
+    [question, answer]; an assistant turn with no question before it gets an empty one."""
+    system = "".join(f"{c}\n" for r, c in messages if r == "system")
+    turns = [(r, c) for r, c in messages if r != "system"]
+    *earlier, (_, query) = turns or [("user", default_query)]
+    history: list[list[str]] = []
+    for role, content in earlier:
+        if role == "assistant" and history and not history[-1][1]:
+            history[-1][1] = content
+        else:  # a user turn opens a pair
+            history.append([content, ""] if role != "assistant" else ["", content])
+    return system + query, history
 
 
 def with_prefix(text: str, prefix: str) -> str:

@@ -23,7 +23,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from glm_eval.compare import Comparison, Run, category_members, compare, find_runs, flip_names, fmt, fmt_p, \
-    parse_args, strata, weighted_mean, weighted_stderr
+    parse_args, scored, strata, weighted_mean, weighted_stderr
 from glm_eval.errors import UserError
 from glm_eval.grid import build_grid
 from glm_eval.runner import sample_value
@@ -62,25 +62,8 @@ def slug(run: Run) -> str:
 
 
 # ---- per-run sample pages -------------------------------------------------------------------------------------
-def read_records(run: Run) -> tuple[list[dict], int]:
-    """Every record of a run, failed ones included (the viewer shows them); unreadable lines are counted."""
-    records, unreadable = [], 0
-    with open(run.path / "samples.jsonl", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    record = None
-                if isinstance(record, dict):
-                    records.append(record)
-                else:
-                    unreadable += 1
-    return records, unreadable
-
-
 def status_of(record: dict, binary: bool) -> str:
-    if "error" in record or "scoring_error" in record or ("score" not in record and "correct" not in record):
+    if not scored(record):
         return "failed"
     if binary:
         return "correct" if record["correct"] else "wrong"
@@ -104,7 +87,7 @@ def output_text(record: dict) -> str:
 
 
 def run_data(run: Run) -> dict:
-    records, unreadable = read_records(run)
+    records = run.rows
     prefixes: list[str] = []
     prefix_of: dict[str, int] = {}
     by_subject: dict[str, list[str]] = {}
@@ -128,7 +111,7 @@ def run_data(run: Run) -> dict:
         samples.append(sample)
     statuses = STATUSES[run.binary]
     return {"label": run.label, "task": run.task, "prefixes": prefixes, "samples": samples,
-            "statuses": statuses, "labels": dict(statuses), "unreadable": unreadable}
+            "statuses": statuses, "labels": dict(statuses), "unreadable": run.unreadable}
 
 
 def write_run_page(run: Run, out: Path) -> None:

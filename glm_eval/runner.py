@@ -47,6 +47,13 @@ def mean_and_stderr(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
+def stderr_of_weighted_means(parts: list[tuple[float, list[float]]]) -> float:
+    """Standard error of Σ weight · mean(values) over independent groups: sqrt(Σ weight² · stderr²); a group of
+    one value has no stderr and adds nothing."""
+    errors = [(weight, mean_and_stderr(values)[1]) for weight, values in parts]
+    return math.sqrt(sum(weight * weight * e * e for weight, e in errors if e == e))
+
+
 def summarize(records: list[dict], task) -> dict:
     """Score fields of metrics.json from per-document records (shared with rescore). With subjects: the micro
     (per question) and macro (mean of subjects) averages, per subject and per category (a category averages its
@@ -68,9 +75,7 @@ def summarize(records: list[dict], task) -> dict:
         return {**out, **task.aggregate(scored)}
     subjects = {s: {"score": sum(v) / len(v), "n": len(v)} for s, v in sorted(by_subject.items())}
     macro = sum(x["score"] for x in subjects.values()) / len(subjects)
-    # stderr of a mean of subject means: sqrt(sum of the subjects' squared stderrs) / number of subjects
-    subject_errors = [mean_and_stderr(v)[1] for v in by_subject.values()]
-    macro_stderr = math.sqrt(sum(e * e for e in subject_errors if e == e)) / len(subjects)
+    macro_stderr = stderr_of_weighted_means([(1 / len(subjects), v) for v in by_subject.values()])
     categories: dict[str, dict] = {}
     for category in sorted(set().union(*category_of.values())):
         members = [s for s in subjects if category in category_of[s]]

@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from glm_eval.errors import UserError
 from glm_eval.longbench_metrics import GOLD_PARAGRAPH, code_sim_backend, dataset_score, rouge_failures, sample_score
-from glm_eval.runner import mean_and_stderr
+from glm_eval.runner import stderr_of_weighted_means
 from glm_eval.task import Task, file_sha256, read_jsonl
 
 CONFIG = Path(__file__).with_name("longbench_config")
@@ -139,14 +139,13 @@ class LongBench(Task):
         columns = {k: v for k, v in columns.items() if not math.isnan(v)}
         # the overall is a weighted sum of dataset means: its stderr follows from theirs (in 0-1 units)
         weights = {d: 1 / (len(categories) * sum(DATASETS[e][0] == DATASETS[d][0] for e in datasets)) for d in datasets}
-        stderrs = {d: mean_and_stderr(per_dataset[d])[1] for d in datasets}  # nan for one sample: counts as 0
-        variance = sum(weights[d] ** 2 * stderrs[d] ** 2 for d in datasets if stderrs[d] == stderrs[d])
         block = {"table": self.cfg.name.split("/")[0], "columns": columns,
                  "missing": [d for d in self.all_datasets if d not in datasets],
                  "rouge_failures": sum("rouge_failed" in r for r in records),
                  "code_sim_matcher": code_sim_backend() if {"lcc", "repobench-p"} & set(datasets) else None,
                  "published": self.options.get("published") or {}, "reference": self.options.get("reference")}
-        return {"score": overall / 100, "stderr": math.sqrt(variance), "average": "categories", "longbench": block}
+        stderr = stderr_of_weighted_means([(weights[d], per_dataset[d]) for d in datasets])
+        return {"score": overall / 100, "stderr": stderr, "average": "categories", "longbench": block}
 
 
 TASK = LongBench
