@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from glm_eval.checkpoints import glm_config
-from glm_eval.generator import SlotGenerator
-from glm_eval.protocol import GenerationRequest, Prompt
+from glm_eval.glm.checkpoints import glm_config
+from glm_eval.backends.generator import SlotGenerator
+from glm_eval.core.protocol import GenerationRequest, Prompt
 
 CHATGLM3_6B = {"model_type": "chatglm", "num_layers": 28, "hidden_size": 4096, "ffn_hidden_size": 13696,
                "num_attention_heads": 32, "kv_channels": 128, "multi_query_attention": True,

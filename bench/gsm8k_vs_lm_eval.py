@@ -21,15 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lm_eval_gsm8k import run_lm_eval_gsm8k  # noqa: E402
 
-from glm_eval.__main__ import CONFIG_DIR  # noqa: E402  (registers the structured configs)
-from glm_eval.models import ModelSource  # noqa: E402
-from glm_eval.runner import evaluate  # noqa: E402
-from tasks.gsm8k import extract_answer  # noqa: E402
+from glm_eval.engine.overrides import compose_config  # noqa: E402
+from glm_eval.backends.source import ModelSource  # noqa: E402
+from glm_eval.engine.run import evaluate  # noqa: E402
+from glm_eval.tasks.gsm8k import extract_answer  # noqa: E402
 
 STOP = ["Question:", "</s>", "<|im_end|>"]
 
@@ -39,8 +37,7 @@ def run_glm_eval(data_dir: str, limit: int, max_new_tokens: int, work: Path) -> 
     overrides = ["task=gsm8k", "model=smollm2-135m-instruct", f"limit={limit}", f"data_dir={data_dir}",
                  f"task.max_new_tokens={max_new_tokens}", "model.dtype=float32", "model.device=cpu", "model.chat=false",
                  "overwrite=true", f"output_dir={work / 'glm'}", f"results_dir={work}"]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(overrides)
     cfg.task.template, cfg.task.gen_prefix, cfg.task.stop = "Question: {question}\nAnswer:", "", STOP
     started = time.time()
     metrics = evaluate(cfg)
@@ -57,8 +54,7 @@ def main() -> None:
     parser.add_argument("--lm-eval-batch-size", type=int, default=32)
     args = parser.parse_args()
     data_file = str(Path(args.data_dir) / "gsm8k" / "test.jsonl")
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        model_cfg = compose("config", overrides=["model=smollm2-135m-instruct"]).model
+    model_cfg = compose_config(["model=smollm2-135m-instruct"]).model
     model_dir = ModelSource(model_cfg).folder()  # the same fp32 weights for both harnesses
 
     with tempfile.TemporaryDirectory() as tmp:

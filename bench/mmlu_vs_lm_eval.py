@@ -25,14 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lm_eval_mmlu import run_lm_eval_mmlu  # noqa: E402
 
-from glm_eval.__main__ import CONFIG_DIR  # noqa: E402  (registers the structured configs)
-from glm_eval.models import ModelSource  # noqa: E402
-from glm_eval.runner import evaluate  # noqa: E402
+from glm_eval.engine.overrides import compose_config  # noqa: E402
+from glm_eval.backends.source import ModelSource  # noqa: E402
+from glm_eval.engine.run import evaluate  # noqa: E402
 
 
 def select_questions(data_dir: Path, count: int, work: Path) -> tuple[Path, list[dict]]:
@@ -67,8 +65,7 @@ def run_glm_eval(data_dir: Path, work: Path) -> tuple[float, list[dict], dict]:
     overrides = ["task=mmlu", "model=smollm2-135m-instruct", f"data_dir={data_dir}", "model.dtype=float32",
                  "model.device=cpu", "model.chat=false", "overwrite=true", f"output_dir={work / 'glm'}",
                  f"results_dir={work}", "progress=false"]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(overrides)
     started = time.time()
     metrics = evaluate(cfg)
     wall = time.time() - started
@@ -81,8 +78,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("GLM_EVAL_DATA", "../shared/data"))
     parser.add_argument("--lm-eval-batch-size", type=int, default=4)
     args = parser.parse_args()
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        model_cfg = compose("config", overrides=["model=smollm2-135m-instruct"]).model
+    model_cfg = compose_config(["model=smollm2-135m-instruct"]).model
     model_dir = ModelSource(model_cfg).folder()  # the same fp32 weights for both harnesses
 
     work = Path(tempfile.mkdtemp(prefix="mmlu_bench_"))

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from glm_eval.sandbox import isolation, run_programs
+from glm_eval.scoring.sandbox import isolation, run_programs
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

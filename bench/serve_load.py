@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 
 import httpx
-from hydra import compose, initialize_config_dir
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from glm_eval.__main__ import CONFIG_DIR  # noqa: E402  (registers the structured configs)
-from glm_eval.protocol import GenerationRequest  # noqa: E402
-from glm_eval.runner import LoadedModel, quiet_transformers  # noqa: E402
+from glm_eval.engine.overrides import compose_config  # noqa: E402
+from glm_eval.core.protocol import GenerationRequest  # noqa: E402
+from glm_eval.core import log  # noqa: E402
+from glm_eval.engine.run import LoadedModel  # noqa: E402
 
 
 def free_port() -> int:
@@ -82,9 +81,8 @@ def main() -> None:
         server.wait(30)
     errors = [e for _, _, e in served if e]
 
-    quiet_transformers()
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["model=smollm2-135m-instruct"])
+    log.setup()
+    cfg = compose_config(["model=smollm2-135m-instruct"])
     loaded = LoadedModel(cfg)
     backend = loaded.backend  # load before timing, as the server had loaded before the requests
     requests = [GenerationRequest(loaded.renderer.render_messages((("user", q),)), args.max_new_tokens)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import importlib
 
-from glm_eval.config import TaskConfig
-from glm_eval.task import Task
+from glm_eval.core.config import TaskConfig
+from glm_eval.core.errors import UserError
+from glm_eval.tasks.base import Task
 
 
 def load_task(cfg: TaskConfig) -> Task:
-    module = importlib.import_module(f"tasks.{cfg.name.split('/')[0]}")
+    name = cfg.name.split("/")[0]
+    try:
+        module = importlib.import_module(f"glm_eval.tasks.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"glm_eval.tasks.{name}":
+            raise
+        raise UserError(f"task.name={cfg.name}: no module glm_eval/tasks/{name}.py") from None
     return module.TASK(cfg)

@@ -7,9 +7,9 @@ prompt (src/dataset_loader.py convert_zero_shot):
   English: "{passage}Q: {question} Answer Choices: (A)… (B)…\nA: Among A through {last}, the answer is"
   Chinese: "{passage}问题：{question} 选项：(A)… (B)…\n答案：从A到{last}, 我们应选择"
   Cloze (math, gaokao-mathcloze): "{passage}Q: {question}\nA: The answer is" / "{passage}问题：{question}\n答案："
-Choice subsets are scored by task.choice_scoring (letter logits by default; glm_eval/choice.py); jec-qa-kd,
+Choice subsets are scored by task.choice_scoring (letter logits by default; tasks/choice.py); jec-qa-kd,
 jec-qa-ca and gaokao-physics may have several answers. Cloze subsets are generated greedily (64 new tokens) and
-compared by math equivalence (the last \\boxed{}, else a $…$ span or number; glm_eval/answers.py).
+compared by math equivalence (the last \\boxed{}, else a $…$ span or number; glm_eval/scoring/answers.py).
 Averaging: headline macro over the 21 subsets (AGIEval's and OpenCompass's); English and Chinese averages (the
 `category`) and micro are reported too. sat-en-without-passage repeats sat-en's questions, as upstream.
 """
@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glm_eval.choice import MultipleChoiceTask
-from glm_eval.config import GenConfig
-from glm_eval.protocol import Request, Response
-from glm_eval.task import file_sha256, load_hub_dataset, read_jsonl
+from glm_eval.tasks.choice import MultipleChoiceTask
+from glm_eval.core.config import GenConfig
+from glm_eval.core.protocol import Request, Response
+from glm_eval.core.averaging import Average, Averaging
+from glm_eval.core.files import file_sha256, read_jsonl
+from glm_eval.tasks.base import load_hub_dataset
 
 ENGLISH_CHOICE = ["lsat-ar", "lsat-lr", "lsat-rc", "logiqa-en", "sat-math", "sat-en", "aqua-rat",
                   "sat-en-without-passage", "gaokao-english"]
@@ -46,7 +48,7 @@ def zero_shot_prompt(subset: str, passage: str, question: str, options: list[str
 
 class AGIEval(MultipleChoiceTask):
     title = "AGIEval"
-    headline = "macro"
+    averaging = Averaging(Average.macro)
     record_fields = ("gold", "letters", "multi", "cloze")
 
     def local_rows(self, path: Path):
@@ -103,7 +105,7 @@ class AGIEval(MultipleChoiceTask):
                                         ["\nQ:", "\n问题：", *stop], self.cfg.options.get("cloze_tokens", 64))
 
     def score_all(self, answers: list[list[Response]], records: list[dict]) -> list[dict]:
-        from glm_eval.answers import extract_math_answer, math_equal_many
+        from glm_eval.scoring.answers import extract_math_answer, math_equal_many
         cloze = [i for i, r in enumerate(records) if r["cloze"]]
         extracted = [extract_math_answer(answers[i][0].text) for i in cloze]
         verdicts = dict(zip(cloze, math_equal_many([(e, records[i]["gold"]) for e, i in zip(extracted, cloze)])))

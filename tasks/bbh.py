@@ -9,7 +9,7 @@ prompts): the official prompt (task description + 3 CoT exemplars, canary header
 Stops: "\n\nQ:" (the next exemplar) and EOS only. lm-eval's bare "Q" stop cuts any reasoning that contains a
 capital Q ("Queen", "Question"), and "\n\n" cuts reasoning with blank lines: neither is used.
 Extraction: the text after the last "the answer is" (case-insensitive), trimmed of trailing punctuation,
-quotes and markdown; matched case-insensitively with "(A)" = "A" for option targets (glm_eval/answers.py).
+quotes and markdown; matched case-insensitively with "(A)" = "A" for option targets (glm_eval/scoring/answers.py).
 Averaging: headline macro (the unweighted mean of the 27 subtasks, as the BBH paper and OpenCompass);
 micro (per example, lm-eval's) and every subtask are reported too.
 """
@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from glm_eval.errors import UserError
-from glm_eval.task import Task, file_sha256
+from glm_eval.core.errors import UserError
+from glm_eval.core.averaging import Average, Averaging
+from glm_eval.core.files import file_sha256
+from glm_eval.tasks.base import Task
 
 SUBTASKS = ["boolean_expressions", "causal_judgement", "date_understanding", "disambiguation_qa", "dyck_languages",
             "formal_fallacies", "geometric_shapes", "hyperbaton", "logical_deduction_five_objects",
@@ -33,7 +35,7 @@ SUBTASKS = ["boolean_expressions", "causal_judgement", "date_understanding", "di
 
 class BBH(Task):
     title = "BBH"
-    headline = "macro"
+    averaging = Averaging(Average.macro)
     prompt_dir: Path | None = None
 
     def local_rows(self, path: Path):
@@ -73,11 +75,11 @@ class BBH(Task):
         return [], f"{self.exemplars(doc['subject'])}\n\nQ: {doc['input']}\nA:"
 
     def extract(self, output: str) -> str | None:
-        from glm_eval.answers import extract_bbh_answer
+        from glm_eval.scoring.answers import extract_bbh_answer
         return extract_bbh_answer(output)
 
     def is_correct(self, extracted: str | None, gold: str) -> bool:
-        from glm_eval.answers import bbh_match
+        from glm_eval.scoring.answers import bbh_match
         return bbh_match(extracted, gold)
 
 

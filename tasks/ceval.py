@@ -6,7 +6,7 @@ with `ceval/subject_mapping.json` (subject → English name, Chinese name, categ
 Protocol (ChatGLM3 README grid, 69.0 for ChatGLM3-6B-Base; split not stated): 0-shot multiple choice; `shots=5`
 takes the subject's five dev questions. Prompt of C-Eval's official answer-only evaluator:
   "以下是中国关于{科目}考试的单项选择题，请选出其中的正确答案。\n\n{question}\nA. …\nB. …\nC. …\nD. …\n答案：".
-Scoring: task.choice_scoring (glm_eval/choice.py): logits of ▁A…▁D after "答案：" by default (THUDM's ids).
+Scoring: task.choice_scoring (tasks/choice.py): logits of ▁A…▁D after "答案：" by default (THUDM's ids).
 Averaging: headline micro (per question, as THUDM's ChatGLM2 evaluate_ceval.py); macro over the 52 subjects and
 the four categories of subject_mapping.json (STEM, Social Science, Humanities, Other) are reported too.
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from glm_eval.choice import MultipleChoiceTask, letter_columns_doc, read_subject_csvs
-from glm_eval.task import file_sha256
+from glm_eval.tasks.choice import MultipleChoiceTask, letter_columns_doc, read_subject_csvs
+from glm_eval.core.files import file_sha256
 
 
 class CEval(MultipleChoiceTask):

@@ -5,7 +5,7 @@ Data: HF `haonan-li/cmmlu` (one config per subject; dev for shots) or `cmmlu/{te
 Protocol (ChatGLM3 README grid, 67.5 for ChatGLM3-6B-Base): 0-shot multiple choice; `shots=5` takes the
 subject's five dev questions. Prompt of CMMLU's own evaluation code (src/mp_utils.py):
   "以下是关于{科目}的单项选择题，请直接给出正确答案的选项。\n\n题目：{question}\nA. …\nB. …\nC. …\nD. …\n答案是：".
-Scoring: task.choice_scoring (glm_eval/choice.py): logits of ▁A…▁D after the cue by default.
+Scoring: task.choice_scoring (tasks/choice.py): logits of ▁A…▁D after the cue by default.
 Averaging: headline micro (per question); macro over the 67 subjects and CMMLU's categories (STEM, Humanities,
 Social Science, Other, and the overlapping "China specific" group, from its src/categories.py) are reported too.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glm_eval.choice import MultipleChoiceTask, letter_columns_doc, options_block, read_subject_csvs
+from glm_eval.tasks.choice import MultipleChoiceTask, letter_columns_doc, options_block, read_subject_csvs
 
 # subject, Chinese name, categories (CMMLU src/categories.py: subcategory → category; "China" = China specific)
 SUBJECTS = """agronomy 农学 Other|anatomy 解剖学 STEM|ancient_chinese 古汉语 Social-Science,China|arts 艺术学 Humanities

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import re
 
-from glm_eval.protocol import Response
-from glm_eval.task import Task
+from glm_eval.core.protocol import Response
+from glm_eval.scoring.sampling import SamplesScoring
+from glm_eval.tasks.base import Task
 
 FENCED = re.compile(r"```(?:[Pp]ython3?|py)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
 
@@ -18,12 +19,13 @@ def extract_code(output: str) -> str:
 
 class CodeTask(Task):
     metric = "pass@1"
+    samples_scoring = SamplesScoring.pass_at_k
 
     def program(self, code: str, record: dict) -> str:
         raise NotImplementedError
 
     def score_all(self, answers: list[list[Response]], records: list[dict]) -> list[dict]:
-        from glm_eval.sandbox import run_programs
+        from glm_eval.scoring.sandbox import run_programs
         codes = [self.extract(a[0].text) for a in answers]
         outcomes = run_programs([self.program(c, r) for c, r in zip(codes, records)],
                                 timeout=float(self.cfg.options.get("timeout", 10)),

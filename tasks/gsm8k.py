@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from glm_eval.task import Task
+from glm_eval.scoring.sampling import SamplesScoring
+from glm_eval.tasks.base import Task
 
 NUMBER = r"(?<![\d.,])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 RULES = [
@@ -50,6 +51,7 @@ def extract_answer(output: str) -> str | None:
 
 class GSM8K(Task):
     title = "GSM8K"
+    samples_scoring = SamplesScoring.majority
 
     def parse(self, row: dict) -> dict | None:
         question, answer = row.get("question"), row.get("answer")

@@ -7,7 +7,7 @@ Protocol (not in the ChatGLM3 README grid; GLM-4's report gives ChatGLM3-6B-Base
 stopping at a new top-level block ("\\nclass", "\\ndef", "\\n#", "\\nif", "\\nprint"), as in the Codex paper.
 Chat models get "Complete the following Python function:\\n```python\\n{prompt}```" and their first fenced
 block is taken (no stops: they would cut the block).
-Execution: prompt + completion + the tests + check(entry_point) in the sandbox (glm_eval/sandbox.py: own process
+Execution: prompt + completion + the tests + check(entry_point) in the sandbox (glm_eval/scoring/sandbox.py: own process
 and temp dir, 10 s, 1 GB, no network); a reply that redefines the function simply replaces the stub.
 """
 from __future__ import annotations
@@ -16,10 +16,10 @@ import gzip
 import json
 from pathlib import Path
 
-from glm_eval.config import GenConfig
-from glm_eval.protocol import Request
-from glm_eval.task import file_sha256
-from tasks.code import CodeTask, extract_code
+from glm_eval.core.config import GenConfig
+from glm_eval.core.protocol import Request
+from glm_eval.core.files import file_sha256
+from glm_eval.tasks.code import CodeTask, extract_code
 
 CODEX_STOPS = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
 

@@ -12,22 +12,23 @@ their dataset2prompt.json / dataset2maxlen.json, shipped verbatim in tasks/longb
   scoring   first line only for trec, triviaqa, samsum, lsht; the best over all gold answers; per dataset:
             qa_f1 (jieba for Chinese), ROUGE-L (rouge 1.0.1), classification, retrieval, count, code edit similarity.
   averages  dataset = round(100 · mean, 2); category = mean of its datasets; overall = mean of the 6 categories
-            (not of the 21 datasets); EN / ZH = the same over each language's datasets, code counting in both.
+            (not of the 21 datasets), declared as `averaging`; EN / ZH = the same over each language's datasets,
+            code counting in both.
 LongBench-E (tasks/longbench_e.py): 13 sets with even length spread, also scored per `length` bucket.
 """
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from glm_eval.errors import UserError
-from glm_eval.longbench_metrics import GOLD_PARAGRAPH, code_sim_backend, dataset_score, rouge_failures, sample_score
-from glm_eval.runner import stderr_of_weighted_means
-from glm_eval.task import Task, file_sha256, read_jsonl
+from glm_eval.core.averaging import Average, Averaging, summarize
+from glm_eval.core.errors import UserError
+from glm_eval.core.files import file_sha256, read_jsonl
+from glm_eval.scoring.longbench import GOLD_PARAGRAPH, code_sim_backend, rouge_failures, sample_score
+from glm_eval.tasks.base import Task
 
 CONFIG = Path(__file__).with_name("longbench_config")
 DATASETS = {  # dataset: (category, language, metric in eval.py)
@@ -47,15 +48,11 @@ CATEGORIES = ["Summary", "Single-Doc QA", "Multi-Doc QA", "Code", "Few-shot", "S
 NO_CHAT = {"trec", "triviaqa", "samsum", "lsht", "lcc", "repobench-p"}  # pred.py: better without the chat wrapper
 
 
-def mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else float("nan")
-
-
 class LongBench(Task):
     title = "LongBench"
     metric = "LongBench score"
-    headline = "macro"
+    # THUDM's eval.py: a dataset scores round(100 · mean, 2); the overall is the mean of the 6 categories' means
+    averaging = Averaging(Average.categories, subject_decimals=2)
     record_fields = ("answers", "all_classes", "length", "input_tokens")
     limit_per_subject = True
     prompt_excerpt = 1500
@@ -123,29 +120,21 @@ class LongBench(Task):
         return {"score": value, **({"rouge_failed": rouge_failures.last} if rouge_failures.count > failures else {})}
 
     def aggregate(self, records: list[dict]) -> dict:
-        """THUDM's table: rounded dataset scores, categories and overall averaged from them (0-100)."""
-        per_dataset = {d: [r["score"] for r in records if r["subject"] == d] for d in self.all_datasets}
-        datasets = {d: dataset_score(v) for d, v in per_dataset.items() if v}
-
-        def by_category(language: str | None) -> dict[str, float]:
-            chosen = {d: s for d, s in datasets.items() if language is None or DATASETS[d][1] in (language, "code")}
-            return {c: mean(s for d, s in chosen.items() if DATASETS[d][0] == c)
-                    for c in CATEGORIES if any(DATASETS[d][0] == c for d in chosen)}
-
-        categories = by_category(None)
-        overall = mean(categories.values())
-        columns = {"Avg": overall, **categories, "EN": mean(by_category("en").values()),
-                   "ZH": mean(by_category("zh").values()), **datasets}
-        columns = {k: v for k, v in columns.items() if not math.isnan(v)}
-        # the overall is a weighted sum of dataset means: its stderr follows from theirs (in 0-1 units)
-        weights = {d: 1 / (len(categories) * sum(DATASETS[e][0] == DATASETS[d][0] for e in datasets)) for d in datasets}
-        block = {"table": self.cfg.name.split("/")[0], "columns": columns,
-                 "missing": [d for d in self.all_datasets if d not in datasets],
-                 "rouge_failures": sum("rouge_failed" in r for r in records),
-                 "code_sim_matcher": code_sim_backend() if {"lcc", "repobench-p"} & set(datasets) else None,
-                 "published": self.options.get("published") or {}, "reference": self.options.get("reference")}
-        stderr = stderr_of_weighted_means([(weights[d], per_dataset[d]) for d in datasets])
-        return {"score": overall / 100, "stderr": stderr, "average": "categories", "longbench": block}
+        """LongBench's extras (the dataset, category and overall scores follow from `averaging`): EN and ZH, the
+        same average over each language's datasets with code counted in both (0-100), and what the table needs."""
+        def language(name: str) -> float:
+            chosen = [r for r in records if DATASETS[r["subject"]][1] in (name, "code")]
+            return 100 * summarize([r["score"] for r in chosen], [r["subject"] for r in chosen],
+                                   [DATASETS[r["subject"]][0] for r in chosen], self.averaging)["score"]
+        present = {r["subject"] for r in records}
+        return {"longbench": {
+            "table": self.cfg.name.split("/")[0],
+            "languages": {name.upper(): language(name) for name in ("en", "zh")
+                          if any(DATASETS[d][1] == name for d in present)},
+            "missing": [d for d in self.all_datasets if d not in present],
+            "rouge_failures": sum("rouge_failed" in r for r in records),
+            "code_sim_matcher": code_sim_backend() if {"lcc", "repobench-p"} & present else None,
+            "published": self.options.get("published") or {}, "reference": self.options.get("reference")}}
 
 
 TASK = LongBench

@@ -6,8 +6,8 @@ characters, not tokens): 0-4k, 4-8k, 8k+, each round(100 · mean, 2). eval.py do
 """
 from __future__ import annotations
 
-from glm_eval.longbench_metrics import dataset_score, length_bucket
-from tasks.longbench import LongBench, mean
+from glm_eval.scoring.longbench import dataset_score, length_bucket
+from glm_eval.tasks.longbench import LongBench
 
 E_DATASETS = ["qasper", "multifieldqa_en", "hotpotqa", "2wikimqa", "gov_report", "multi_news", "trec", "triviaqa",
               "samsum", "passage_count", "passage_retrieval_en", "lcc", "repobench-p"]
@@ -29,8 +29,11 @@ class LongBenchE(LongBench):
                 per_bucket[d] = {b: dataset_score(v) if v else None for b, v in scores.items()}
         block = out["longbench"]
         block["buckets"] = per_bucket
-        block["bucket_means"] = {b: mean(s[b] for s in per_bucket.values() if s[b] is not None) for b in BUCKETS}
-        block["columns"].update({b: v for b, v in block["bucket_means"].items() if v == v})  # nan: no data
+        block["bucket_means"] = {}
+        for b in BUCKETS:
+            scores = [s[b] for s in per_bucket.values() if s[b] is not None]
+            if scores:
+                block["bucket_means"][b] = sum(scores) / len(scores)
         return out
 
 

@@ -8,14 +8,15 @@ Protocol (ChatGLM3 README grid, 25.7 for ChatGLM3-6B-Base): 0-shot chain of thou
 tokens. Prompt (OpenCompass math_0shot_gen / Qwen): "{problem}\nPlease reason step by step, and put your final
 answer within \\boxed{}." — raw text for base models, the user turn for chat models.
 Extraction: the last \\boxed{} of the output, else a "final answer is"/"answer is" sentence, else the last
-$…$ span or number (glm_eval/answers.py).
+$…$ span or number (glm_eval/scoring/answers.py).
 Equivalence: normalised string match, else math-verify in a worker process with a 5 s timeout per answer.
 Averaging: per problem (micro), with per-subject scores; macro over the 7 subjects reported too.
 """
 from __future__ import annotations
 
-from glm_eval.protocol import Response
-from glm_eval.task import Task
+from glm_eval.core.protocol import Response
+from glm_eval.scoring.sampling import SamplesScoring
+from glm_eval.tasks.base import Task
 
 SUBJECTS = ["algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
             "prealgebra", "precalculus"]
@@ -23,6 +24,7 @@ SUBJECTS = ["algebra", "counting_and_probability", "geometry", "intermediate_alg
 
 class MATH(Task):
     title = "MATH"
+    samples_scoring = SamplesScoring.majority
 
     def hub_rows(self, split: str):
         if self.cfg.dataset_config:  # a single-config dataset such as MATH-500
@@ -30,7 +32,7 @@ class MATH(Task):
         return self.hub_rows_per_config(SUBJECTS, split, tag=None)  # rows carry their own `type`
 
     def parse(self, row: dict) -> dict | None:
-        from glm_eval.answers import last_boxed
+        from glm_eval.scoring.answers import last_boxed
         problem, solution = row.get("problem"), row.get("solution")
         gold = row.get("answer") or (last_boxed(solution) if isinstance(solution, str) else None)
         if not isinstance(problem, str) or not gold:
@@ -42,11 +44,11 @@ class MATH(Task):
         return [], self.cfg.template.format(**doc)
 
     def extract(self, output: str) -> str | None:
-        from glm_eval.answers import extract_math_answer
+        from glm_eval.scoring.answers import extract_math_answer
         return extract_math_answer(output)
 
     def score_all(self, answers: list[list[Response]], records: list[dict]) -> list[dict]:
-        from glm_eval.answers import math_equal_many
+        from glm_eval.scoring.answers import math_equal_many
         extracted = [self.extract(a[0].text) for a in answers]
         verdicts = math_equal_many(list(zip(extracted, [r["gold"] for r in records])))
         return [{"extracted": e, "correct": v} for e, v in zip(extracted, verdicts)]

@@ -7,12 +7,12 @@ prompt with the three tests shown (Austin et al.; lm-eval and OpenCompass withou
   "You are an expert Python programmer, and here is your task: {text} Your code should pass these tests:
   \n\n{test 1}\n{test 2}\n{test 3}\n", then the reply opens with "[BEGIN]"; stop at "[DONE]"; greedy, 512 tokens.
 Extraction: the first ```python block if present (chat models), else the text before "[DONE]".
-Execution: test_setup_code + code + the asserts, in the sandbox (glm_eval/sandbox.py: own process and temp dir,
+Execution: test_setup_code + code + the asserts, in the sandbox (glm_eval/scoring/sandbox.py: own process and temp dir,
 10 s wall clock, 1 GB memory, no network); pass@1 = all asserts pass.
 """
 from __future__ import annotations
 
-from tasks.code import CodeTask, extract_code
+from glm_eval.tasks.code import CodeTask, extract_code
 
 TEST_IDS = range(11, 511)
 

@@ -6,7 +6,7 @@ Protocol (ChatGLM3 README grid, 61.4 for ChatGLM3-6B-Base): 0-shot multiple choi
 subject's first five dev questions (the original 5-shot protocol).
   Prompt, as Hendrycks' code and lm-eval: "The following are multiple choice questions (with answers) about
   {subject}.\n\n{question}\nA. …\nB. …\nC. …\nD. …\nAnswer:".
-Scoring: task.choice_scoring (glm_eval/choice.py): logits of " A"… " D" after "Answer:" by default.
+Scoring: task.choice_scoring (tasks/choice.py): logits of " A"… " D" after "Answer:" by default.
 Averaging: headline micro (per question, as Hendrycks' evaluate.py); macro over the 57 subjects and the four
 categories of Hendrycks' categories.py (STEM, humanities, social sciences, other) are reported too.
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glm_eval.choice import MultipleChoiceTask, read_subject_csvs
-from glm_eval.task import load_hub_dataset
+from glm_eval.tasks.choice import MultipleChoiceTask, read_subject_csvs
+from glm_eval.tasks.base import load_hub_dataset
 
 CATEGORIES = {
     "STEM": "abstract_algebra astronomy college_biology college_chemistry college_computer_science "

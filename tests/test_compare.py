@@ -1,17 +1,18 @@
-"""glm_eval.compare: the statistics on constructed runs with known answers, then a real comparison of the embedded
+"""glm_eval.analysis.compare: the statistics on constructed runs with known answers, then a real comparison of the embedded
 model against itself with another prompt setting (conftest's `prompt_settings`: 0-shot vs 3-shot GSM8K, C-Eval with
 and without the chat template)."""
 import csv
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO
-from glm_eval.compare import compare, find_runs, mcnemar_exact, permutation_p, strata
+from conftest import run_command
+
+from glm_eval.analysis.compare import main as compare_main
+from glm_eval.analysis.compare import compare, find_runs, mcnemar_exact, permutation_p, strata
+from glm_eval.core.averaging import Averaging
 
 
 def write_run(folder, task, records, model="m", average="micro"):
@@ -31,8 +32,7 @@ def binary_records(verdicts, subjects=None):
 
 
 def compare_cli(*args):
-    return subprocess.run([sys.executable, "-m", "glm_eval.compare", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True)
+    return run_command(compare_main, *args)
 
 
 def test_identical_runs_give_zero_delta_and_p_one(tmp_path):
@@ -77,7 +77,7 @@ def test_known_flips_give_the_exact_mcnemar_p(tmp_path):
 def test_permutation_p_is_exact_for_few_differing_documents():
     a, b = np.array([0.0, 0.5, 1.0, 0.2]), np.array([0.0, 1.0, 0.8, 0.9])
     terms = (b - a) / 4  # 0, .125, -.05, .175: of the 8 sign patterns of the three nonzero terms, 4 reach |sum| ≥ .25
-    assert permutation_p(a, b, strata([None] * 4, "micro", []), 100, 0) == pytest.approx(4 / 8)
+    assert permutation_p(a, b, strata([None] * 4, Averaging(), []), 100, 0) == pytest.approx(4 / 8)
     assert abs(terms.sum()) == pytest.approx(0.25)
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from glm_eval.generator import SlotGenerator
-from glm_eval.protocol import GenerationRequest, Prompt
+from glm_eval.backends.generator import SlotGenerator
+from glm_eval.core.protocol import GenerationRequest, Prompt
 
 
 def gsm8k_prompts(tokenizer, data_dir, count, start=0):
@@ -47,11 +47,10 @@ def test_matches_hf_greedy_generate_with_refill(smol, data_dir):
 def test_greedy_outputs_do_not_depend_on_batch_size(smol, data_dir):
     model, tokenizer = smol
     requests = [GenerationRequest(p, max_new_tokens=48, stop=("Question:",))
-                for p in gsm8k_prompts(tokenizer, data_dir, 30)]
+                for p in gsm8k_prompts(tokenizer, data_dir, 20)]
     alone, _ = run(model, tokenizer, requests, max_rows=1)
     together, _ = run(model, tokenizer, requests, max_rows=32)
-    identical = sum(a.text == b.text for a, b in zip(alone, together))
-    assert identical / len(requests) >= 0.99, [(a.text, b.text) for a, b in zip(alone, together) if a.text != b.text]
+    assert [a.text for a in alone] == [b.text for b in together]
 
 
 def test_stop_strings_end_each_row_on_its_own(smol, data_dir):
@@ -76,7 +75,7 @@ def test_finished_rows_stop_costing_compute(smol, data_dir):
     assert [r.num_tokens for r in responses] == [64] + [4] * 15
     useful = 63 + 15 * 3  # decode steps that produce a kept token (each row's first comes from its prefill)
     # finished rows leave the batch; compaction is batched, so a few steps may still carry them
-    assert generator.computed_slots <= useful + 2 * 16, generator.computed_slots
+    assert generator.counters.computed_slots <= useful + 2 * 16, generator.counters.computed_slots
 
 
 def test_sampling_is_reproducible_per_request(smol, data_dir):
@@ -99,7 +98,7 @@ def test_token_budget_bounds_the_rows_in_flight(smol, data_dir, max_tokens):
     assert all(r.num_tokens == 8 for r in responses)
     longest = max(len(r.prompt.token_ids) for r in requests) + 8
     expected_rows = max(1, min(6, max_tokens // longest))
-    assert generator.peak_rows == expected_rows
+    assert generator.counters.peak_rows == expected_rows
 
 
 def test_prompt_longer_than_the_context_is_a_failed_request(smol, data_dir):
@@ -113,3 +112,29 @@ def test_prompt_longer_than_the_context_is_a_failed_request(smol, data_dir):
     generator.generate(requests, lambda i, r: out.__setitem__(i, r))
     assert out[0].error and "context" in out[0].error and out[0].finish_reason == "error"
     assert out[1].error is None and out[1].num_tokens >= 1
+
+
+def test_every_backend_implements_the_whole_protocol(smol):
+    """No optional parts: the engine calls each member of core.protocol.Backend on any backend (the coming vLLM
+    backend is held to the same list)."""
+    import inspect
+
+    from glm_eval.backends.hf import HFBackend
+    from glm_eval.backends.http import ChatGLMBackend, OpenAIBackend
+    from glm_eval.backends.source import ModelSource
+    from glm_eval.core.config import BatchConfig, EndpointConfig
+    from glm_eval.core.protocol import Backend
+    from glm_eval.engine.overrides import compose_config
+    source = ModelSource(compose_config(["model=smollm2-135m-instruct"]).model)
+    hf = HFBackend(source, source.load_tokenizer(), BatchConfig())
+    assert hf.info.context_length == 8192 and hf.info.dtype == "float32" and hf.info.device == "cpu"
+    endpoint = EndpointConfig(url="http://127.0.0.1:1/v1")
+    members = [m for m in vars(Backend) if not m.startswith("_")] + list(Backend.__annotations__)
+    assert set(members) == {"info", "generate", "loglikelihood", "tokens_processed", "take_stats"}
+    for backend in (hf, OpenAIBackend(endpoint, "m"), ChatGLMBackend(endpoint, "m")):
+        for name in members:
+            inspect.getattr_static(backend, name)  # raises AttributeError when missing (never calls the member)
+            if callable(getattr(Backend, name, None)):
+                want = list(inspect.signature(getattr(Backend, name)).parameters)
+                assert list(inspect.signature(getattr(backend, name)).parameters) == want[1:], (backend, name)
+    assert hf.take_stats()["decode_steps"] == 0 and hf.tokens_processed() == 0

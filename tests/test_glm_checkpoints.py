@@ -2,19 +2,19 @@
 batch; RoPE base scaling at rope_ratio 1 and 50, position interpolation for chatglm2-6b-32k), greedy generation
 through the batched generator, the HF-native conversion, clear errors, and the CLI end to end."""
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import REPO, run_cli
+from conftest import run_eval
 from glm_reference import (CHATGLM_TOKENIZER, SHARED, random_weights, reference_greedy, reference_logits,
                            tiny_config, write_checkpoint)
-from glm_eval.config import ModelConfig
-from glm_eval.errors import UserError
-from glm_eval.models import ModelSource
-from glm_eval.protocol import GenerationRequest, Prompt
+from glm_eval.core import cli
+from glm_eval.core.config import ModelConfig
+from glm_eval.glm import convert
+from glm_eval.core.errors import UserError
+from glm_eval.backends.source import ModelSource
+from glm_eval.core.protocol import GenerationRequest, Prompt
 
 PI_SOURCE = "seq_idx = torch.arange(seq_len, dtype=dtype, device=device) / self.rope_ratio\n"  # chatglm2-6b-32k's
 GLM4_TOKENIZER = SHARED / "models" / "glm4-tokenizer" / "tokenizer.model"
@@ -60,7 +60,7 @@ def test_logits_match_reference_forward(checkpoint):
 
 
 def test_greedy_generation_matches_reference_argmax(checkpoint):
-    from glm_eval.generator import SlotGenerator
+    from glm_eval.backends.generator import SlotGenerator
     config, weights, folder, model, interpolation = checkpoint
     tokenizer = ModelSource(ModelConfig(name="tiny", path=str(folder))).load_tokenizer()
     texts = ["你好", "Natalia sold clips to 48 of her friends in April.", "def f(x):\n\treturn x  + 1", "1+1="]
@@ -80,9 +80,7 @@ def test_converted_checkpoint_loads_with_plain_transformers(checkpoint, tmp_path
     from transformers import AutoModelForCausalLM, AutoTokenizer
     config, _, folder, model, _ = checkpoint
     out = tmp_path / "hf"
-    result = subprocess.run([sys.executable, "-m", "glm_eval.convert", str(folder), str(out), "--dtype", "float32"],
-                            capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
+    assert cli.run(convert.main, [str(folder), str(out), "dtype=float32"]) == 0
     assert json.loads((out / "config.json").read_text())["model_type"] == "glm"
     plain = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     ids, mask = left_padded_batch(config["padded_vocab_size"])
@@ -105,7 +103,7 @@ def test_converted_checkpoint_loads_with_plain_transformers(checkpoint, tmp_path
     assert fast("Janet’s ducks lay 16 eggs").input_ids == original.encode("Janet’s ducks lay 16 eggs")
 
 
-def test_unsupported_checkpoints_fail_with_one_clear_line(tmp_path):
+def test_unsupported_checkpoints_fail_with_one_clear_line(tmp_path, capsys):
     v1 = tiny_config(1, position_encoding_2d=True, inner_hidden_size=16384)
     folder = write_checkpoint(tmp_path / "v1", v1, random_weights(tiny_config(1)), shards=1)
     with pytest.raises(UserError, match="ChatGLM-6B \\(v1\\)"):
@@ -114,15 +112,18 @@ def test_unsupported_checkpoints_fail_with_one_clear_line(tmp_path):
     folder = write_checkpoint(tmp_path / "pt", ptuning, random_weights(ptuning), shards=1)
     with pytest.raises(UserError, match="pre_seq_len"):
         ModelSource(ModelConfig(name="pt", path=str(folder))).load_model("float32", "cpu")
-    result = subprocess.run([sys.executable, "-m", "glm_eval.convert", str(tmp_path / "v1"), str(tmp_path / "o")],
-                            capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 2 and "Traceback" not in result.stderr and "ChatGLM-6B (v1)" in result.stderr
+    capsys.readouterr()
+    assert cli.run(convert.main, [str(tmp_path / "v1"), str(tmp_path / "o")]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and "ChatGLM-6B (v1)" in line
+    assert cli.run(convert.main, [str(tmp_path / "v1"), str(tmp_path / "o"), "--dtype", "float32"]) == 2
+    assert "usage: python -m glm_eval.convert" in capsys.readouterr().err  # one convention: key=value, no flags
 
 
-def test_hub_model_offline_names_the_fix():
-    result = run_cli("task=gsm8k", "model=chatglm3-6b", "show_prompts=1")  # tests run with HF_HUB_OFFLINE=1
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "THUDM/chatglm3-6b" in result.stderr and "model.path" in result.stderr
+def test_hub_model_offline_names_the_fix(data_dir):
+    with pytest.raises(UserError) as error:  # tests run with HF_HUB_OFFLINE=1
+        run_eval("task=gsm8k", "model=chatglm3-6b", "show_prompts=1", f"data_dir={data_dir}")
+    assert "THUDM/chatglm3-6b" in str(error.value) and "model.path" in str(error.value)
 
 
 @pytest.fixture(scope="module")
@@ -131,12 +132,10 @@ def chatglm3_tiny(tmp_path_factory):
     return write_checkpoint(tmp_path_factory.mktemp("cli"), config, random_weights(config), shards=2)
 
 
-def test_cli_show_prompts_is_token_exact_chatglm3(chatglm3_tiny, data_dir):
+def test_show_prompts_is_token_exact_chatglm3(chatglm3_tiny, data_dir, capsys):
     import sentencepiece
-    result = run_cli("task=gsm8k", "model=chatglm3-6b", f"model.path={chatglm3_tiny}", f"data_dir={data_dir}",
-                     "show_prompts=2")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    run_eval("task=gsm8k", "model=chatglm3-6b", f"model.path={chatglm3_tiny}", f"data_dir={data_dir}", "show_prompts=2")
+    lines = capsys.readouterr().out.splitlines()
     shown = [json.loads(lines[i + 1]) for i, line in enumerate(lines) if line == "----- token ids -----"]
     first = json.loads((data_dir / "gsm8k" / "test.jsonl").read_text().splitlines()[0])["question"]
     sp = sentencepiece.SentencePieceProcessor(model_file=str(CHATGLM_TOKENIZER))
@@ -146,10 +145,9 @@ def test_cli_show_prompts_is_token_exact_chatglm3(chatglm3_tiny, data_dir):
     assert len(shown) == 2 and shown[0] == want
 
 
-def test_cli_runs_chatglm3_base_end_to_end(chatglm3_tiny, data_dir, tmp_path):
-    result = run_cli("task=gsm8k", "model=chatglm3-6b-base", f"model.path={chatglm3_tiny}", "limit=5",
-                     f"data_dir={data_dir}", f"results_dir={tmp_path}", "gen.max_new_tokens=24")
-    assert result.returncode == 0, result.stderr
+def test_chatglm3_base_runs_end_to_end(chatglm3_tiny, data_dir, tmp_path):
+    run_eval("task=gsm8k", "model=chatglm3-6b-base", f"model.path={chatglm3_tiny}", "limit=5", f"data_dir={data_dir}",
+             f"results_dir={tmp_path}", "gen.max_new_tokens=24", "progress=false")
     metrics = json.loads((tmp_path / "chatglm3-6b-base" / "gsm8k" / "metrics.json").read_text())
     assert metrics["n"] == 5 and metrics["failed"] == 0 and metrics["prompt_format"] == "raw"
     assert metrics["generated_tokens"] > 5

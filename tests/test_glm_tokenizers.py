@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from glm_eval.glm_tokenizers import (ChatGLMTokenizer, GLM4Tokenizer, load_glm_tokenizer, to_fast_tokenizer)
+from glm_eval.glm.tokenizers import (ChatGLMTokenizer, GLM4Tokenizer, load_glm_tokenizer, to_fast_tokenizer)
 
 MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
 CHATGLM_DIR, GLM4_DIR = MODELS / "chatglm3-tokenizer", MODELS / "glm4-tokenizer"

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from glm_eval.config import TaskConfig
-from glm_eval.errors import UserError
-from tasks.gsm8k import GSM8K, extract_answer
+from glm_eval.core.config import TaskConfig
+from glm_eval.core.errors import UserError
+from glm_eval.tasks.gsm8k import GSM8K, extract_answer
 
 
 def gsm8k(**overrides) -> GSM8K:

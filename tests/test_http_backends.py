@@ -11,10 +11,10 @@ from collections import Counter
 import pytest
 from conftest import send
 
-from glm_eval.config import EndpointConfig
-from glm_eval.errors import UserError
-from glm_eval.http_backends import ChatGLMBackend, OpenAIBackend
-from glm_eval.protocol import GenerationRequest, LoglikelihoodRequest, Prompt, Response
+from glm_eval.core.config import EndpointConfig
+from glm_eval.core.errors import UserError
+from glm_eval.backends.http import ChatGLMBackend, OpenAIBackend
+from glm_eval.core.protocol import GenerationRequest, LoglikelihoodRequest, Prompt, Response
 
 
 def send_sse(handler, lines):
@@ -66,7 +66,7 @@ def endpoint(url, **kw):
 
 
 def test_openai_chat_payload_and_reply(serve, monkeypatch):
-    server = serve(lambda h, path, p: send(h, body=chat_reply("The answer is 4.")))
+    server = serve(lambda h, path, p: send(h, body=chat_reply("The answer is 4.")), model_id="chatglm3-6b")
     monkeypatch.setenv("TEST_GLM_KEY", "sk-secret")
     backend = OpenAIBackend(endpoint(server.url + "/v1", api_key_env="TEST_GLM_KEY"), "chatglm3-6b")
     messages = (("system", "Be brief."), ("user", "1+1?"), ("assistant", "2"), ("user", "2+2?"))
@@ -83,13 +83,14 @@ def test_openai_chat_payload_and_reply(serve, monkeypatch):
     assert payload["messages"] == [{"role": "user", "content": "plain"}]
     assert payload["seed"] == 5 and payload["temperature"] == 0.7 and payload["top_p"] == 0.9
     assert "stop" not in payload
-    assert backend.fingerprint == json.dumps(["openai_api", server.url + "/v1", "chatglm3-6b", "chat"])
-    assert (backend.dtype, backend.device) == ("remote", server.url + "/v1")
-    assert backend.stats() == {"requests": 2, "failed": 0, "retries": 0, "in_flight_limit": 4}
+    assert backend.info.fingerprint == json.dumps(["openai_api", "chatglm3-6b", "", "chat", None])
+    assert (backend.info.dtype, backend.info.device) == ("remote", server.url + "/v1")
+    assert backend.take_stats() == {"requests": 2, "failed": 0, "retries": 0, "tokens": 14, "in_flight_limit": 4}
+    assert backend.take_stats()["requests"] == 0  # per call: the next task counts its own
 
 
 def test_openai_chat_stream(serve):
-    server = serve(lambda h, path, p: send_sse(h, sse_chat(["The ans", "", "wer", " is 4."])))
+    server = serve(lambda h, path, p: send_sse(h, sse_chat(["The ans", "", "wer", " is 4."])), model_id="served-name")
     backend = OpenAIBackend(endpoint(server.url + "/v1/", stream=True, model="served-name"), "chatglm3-6b")
     [response] = run(backend, [request(messages=[("user", "2+2?")])])
     assert response == Response(text="The answer is 4.", num_tokens=0, finish_reason="stop")  # no usage sent
@@ -132,9 +133,10 @@ def test_chatglm_legacy(serve, capsys):
     assert path == "/" and payload == {"prompt": "Be brief.\n2+2?", "history": [["1+1?", "2"]], "max_length": 4096,
                                        "max_new_tokens": 32, "top_p": 1.0, "temperature": 0.0}
     assert payloads["plain"][1]["history"] == []
-    assert capsys.readouterr().err.count("turns temperature 0 into 0.95") == 1
-    assert backend.fingerprint == json.dumps(["chatglm_api", server.url + "/"])
-    assert (backend.dtype, backend.device) == ("remote", server.url + "/")
+    assert capsys.readouterr().err.count("warning: " + server.url + "/: the original api.py turns temperature 0") == 1
+    # api.py names no model: the configured name and revision are the cache identity, never the URL
+    assert backend.info.fingerprint == json.dumps(["chatglm_api", "chatglm2-6b", None])
+    assert (backend.info.dtype, backend.info.device) == ("remote", server.url + "/")
 
 
 def test_loglikelihood_and_config_errors(monkeypatch):
@@ -149,15 +151,36 @@ def test_loglikelihood_and_config_errors(monkeypatch):
             backend.loglikelihood(ll, lambda i, r: None)
 
 
-def test_connection_refused_is_a_failed_response():
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    backend = OpenAIBackend(endpoint(f"http://127.0.0.1:{port}/v1", retries=1), "m")
+def test_a_server_gone_mid_run_gives_failed_responses(serve):
+    server = serve(lambda h, path, p: send(h, body=chat_reply("x")))
+    backend = OpenAIBackend(endpoint(server.url + "/v1", retries=1), "m")
+    assert json.loads(backend.info.fingerprint)[1] == "m"  # identified while the server was up
+    server.close()
     [response] = run(backend, [request()])
     assert response.finish_reason == "error" and response.text == ""
     assert response.error == "connection error (ConnectError) after 2 attempts"
-    assert backend.stats() == {"requests": 1, "failed": 1, "retries": 1, "in_flight_limit": 4}
+    assert backend.take_stats() == {"requests": 1, "failed": 1, "retries": 1, "tokens": 0, "in_flight_limit": 4}
+
+
+def test_no_server_at_the_start_is_one_line_before_any_request():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend = OpenAIBackend(endpoint(f"http://127.0.0.1:{port}/v1"), "m")
+    with pytest.raises(UserError, match=f"cannot reach http://127.0.0.1:{port}/v1/models"):
+        backend.generate([request()], lambda i, r: None)
+
+
+def test_cache_identity_is_the_served_model_not_the_url(serve):
+    reply = lambda h, path, p: send(h, body=chat_reply("x"))  # noqa: E731
+    a, b = serve(reply, model_id="glm-4-9b-chat"), serve(reply, model_id="glm-4-9b-chat")
+    first, moved = (OpenAIBackend(endpoint(s.url + "/v1"), "glm4").info.fingerprint for s in (a, b))
+    assert first == moved  # the same model on another host keeps its cached answers
+    assert OpenAIBackend(endpoint(a.url + "/v1", revision="2024-06-05"), "glm4").info.fingerprint != first
+    other = serve(reply, model_id="chatglm3-6b")
+    assert OpenAIBackend(endpoint(other.url + "/v1"), "glm4").info.fingerprint != first
+    with pytest.raises(UserError, match="serves chatglm3-6b; set model.endpoint.model"):
+        _ = OpenAIBackend(endpoint(other.url + "/v1", model="glm-4-9b-chat"), "glm4").info
 
 
 # kind → (retries it costs, whether it finally fails); the server decides by the prompt, so concurrency
@@ -232,8 +255,9 @@ def test_fault_injection_exact_accounting(serve, stream):
             assert calls[prompt] == FAULTS[kind][0] + 1
         if response.error:
             assert response.finish_reason == "error" and response.text == ""
-    assert backend.stats() == {"requests": 40, "failed": len(failed), "in_flight_limit": 8,
-                               "retries": sum(FAULTS[p.split("-")[0]][0] for p in prompts)}
+    stats = backend.take_stats()
+    assert stats == {"requests": 40, "failed": len(failed), "in_flight_limit": 8, "tokens": stats["tokens"],
+                     "retries": sum(FAULTS[p.split("-")[0]][0] for p in prompts)}
 
 
 def test_interrupt_cancels_pending(serve):

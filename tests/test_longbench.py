@@ -6,27 +6,27 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
-from hydra import compose, initialize_config_dir
+from conftest import run_eval
 
-from glm_eval.__main__ import CONFIG_DIR
-from glm_eval.errors import UserError
-from glm_eval.glm_tokenizers import load_glm_tokenizer
-from glm_eval.longbench_metrics import (classification_score, code_sim_score, count_score, dataset_score,
+from glm_eval.core.errors import UserError
+from glm_eval.engine.overrides import compose_config
+from glm_eval.glm.tokenizers import load_glm_tokenizer
+from glm_eval.scoring.longbench import (classification_score, code_sim_score, count_score, dataset_score,
                                         qa_f1_score, qa_f1_zh_score, retrieval_score, retrieval_zh_score,
                                         rouge_failures, rouge_score, rouge_zh_score, sample_score)
-from glm_eval.models import PromptRenderer
-from glm_eval.protocol import GenerationRequest, Prompt
-from tasks import load_task
-from tasks.longbench import DATASETS
+from glm_eval.glm.prompts import PromptRenderer
+from glm_eval.core.protocol import GenerationRequest, Prompt
+from glm_eval.analysis.grid import longbench_columns
+from glm_eval.engine.records import summarize
+from glm_eval.tasks import load_task
+from glm_eval.tasks.longbench import DATASETS
 
 MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
 THREE = ["multi_news", "multifieldqa_zh", "passage_retrieval_zh"]
 
 
 def task_config(name="longbench", *overrides):
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("config", overrides=[f"task={name}", *overrides]).task
+    return compose_config([f"task={name}", *overrides]).task
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +99,8 @@ def test_sample_score_first_line_and_best_gold():
 def test_averaging_reproduces_the_published_chatglm3_table():
     task = load_task(task_config())
     published = dict(task.options["published"]["ChatGLM3-6B-32K"])
-    records = [{"subject": d, "score": published[d] / 100} for d in DATASETS]
-    columns = task.aggregate(records)["longbench"]["columns"]
+    records = [{"subject": d, "category": DATASETS[d][0], "score": published[d] / 100} for d in DATASETS]
+    columns = longbench_columns(summarize(records, task))  # the one declared averaging, as a run computes it
     assert columns["Avg"] == pytest.approx(50.22, abs=0.005)  # mean of the 6 categories, not of 21 datasets (48.95)
     assert columns["Few-shot"] == pytest.approx(61.575)  # the README prints 61.2
     assert columns["Single-Doc QA"] == pytest.approx(45.825) and columns["Code"] == pytest.approx(56.21)
@@ -111,14 +111,16 @@ def test_averaging_reproduces_the_published_chatglm3_table():
 
 def test_longbench_e_scores_length_buckets():
     task = load_task(task_config("longbench_e"))
-    records = [{"subject": "qasper", "score": s, "length": n} for s, n in [(1.0, 100), (0.0, 3999), (1.0, 4000),
-                                                                          (0.5, 12000)]]
-    records.append({"subject": "lcc", "score": 0.25, "length": 500})
-    block = task.aggregate(records)["longbench"]
+    records = [{"subject": "qasper", "category": "Single-Doc QA", "score": s, "length": n}
+               for s, n in [(1.0, 100), (0.0, 3999), (1.0, 4000), (0.5, 12000)]]
+    records.append({"subject": "lcc", "category": "Code", "score": 0.25, "length": 500})
+    metrics = summarize(records, task)
+    block, columns = metrics["longbench"], longbench_columns(metrics)
     assert block["buckets"]["qasper"] == {"0-4k": 50.0, "4-8k": 100.0, "8k+": 50.0}
     assert block["buckets"]["lcc"] == {"0-4k": 25.0, "4-8k": None, "8k+": None}
     assert block["bucket_means"] == {"0-4k": 37.5, "4-8k": 100.0, "8k+": 50.0}
-    assert block["columns"]["qasper"] == 62.5 and block["columns"]["Avg"] == (62.5 + 25.0) / 2
+    assert columns["qasper"] == 62.5 and columns["Avg"] == (62.5 + 25.0) / 2
+    assert columns["0-4k"] == 37.5 and metrics["categories"]["Code"]["score"] == 0.25
 
 
 # ---- prompts ------------------------------------------------------------------------------------------------------
@@ -143,8 +145,7 @@ def test_middle_truncation_keeps_exactly_the_first_and_last_halves(chatglm3, smo
 def test_chat_wrapper_except_on_the_six_raw_datasets(chatglm3, data_dir):
     task = load_task(task_config("longbench", "gen.max_new_tokens=null"))
     renderer = PromptRenderer(chatglm3, None, "chatglm3", max_input_length=31500)
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        gen = compose("config").gen
+    gen = compose_config([]).gen
     doc = {"doc_id": 0, "context": "Question: Who wrote it ?\nType: Individual", "input": "Question: Why ?\nType:"}
     for name, max_new in (("multi_news", 512), ("passage_retrieval_zh", 32), ("trec", 64), ("samsum", 128)):
         [request] = task.requests({**doc, "subject": name}, [], renderer, gen, [])
@@ -190,7 +191,7 @@ def test_min_new_tokens_masks_the_newline_stop_at_the_first_step_as_hf_min_lengt
     is "\\n", so without the rule the reply would be empty."""
     from transformers import GenerationConfig
 
-    from glm_eval.generator import SlotGenerator
+    from glm_eval.backends.generator import SlotGenerator
     model, tokenizer = smol
     text = "Dialogue: Anna: Are you coming?\nBen: Yes.\nSummary:"
     prompt = Prompt(text, tuple(tokenizer(text).input_ids))
@@ -210,13 +211,13 @@ def test_three_real_sets_end_to_end_with_truncation_grid_and_rescore(tmp_path, d
     results = tmp_path / "results"
     common = ["model=smollm2-135m-instruct", "limit=1", "gen.max_new_tokens=8", f"results_dir={results}",
               f"data_dir={data_dir}", "progress=false"]
-    done = run_cli("task=longbench", f"task.options.datasets=[{','.join(THREE)}]", *common)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_eval("task=longbench", f"task.options.datasets=[{','.join(THREE)}]", *common)
     run_dir = results / "smollm2-135m-instruct" / "longbench"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     block = metrics["longbench"]
-    assert set(block["columns"]) == {"Avg", "Summary", "Single-Doc QA", "Synthetic", "EN", "ZH", *THREE}
-    assert metrics["score"] * 100 == pytest.approx(block["columns"]["Avg"])
+    columns = longbench_columns(metrics)
+    assert set(columns) == {"Avg", "Summary", "Single-Doc QA", "Synthetic", "EN", "ZH", *THREE}
+    assert set(metrics["categories"]) == {"Summary", "Single-Doc QA", "Synthetic"} and "columns" not in block
     records = [json.loads(line) for line in open(run_dir / "samples.jsonl", encoding="utf-8")]
     assert [r["subject"] for r in records] == THREE
     truncated = [r for r in records if r["input_tokens"] > 7500]
@@ -227,11 +228,11 @@ def test_three_real_sets_end_to_end_with_truncation_grid_and_rescore(tmp_path, d
     assert "LongBench" in (results / "grid.md").read_text()
 
     (run_dir / "metrics.json").write_text(json.dumps({**metrics, "score": -1.0}))
-    from glm_eval.rescore import rescore
+    from glm_eval.engine.rescore import rescore
     assert rescore(run_dir)["score"] == pytest.approx(metrics["score"])
 
-    one = run_cli("task=longbench/passage_retrieval_zh", *common)  # one dataset: served from the response cache
-    assert one.returncode == 0 and "generated=0, from cache=1" in one.stdout, one.stderr[-2000:]
+    one = run_eval("task=longbench/passage_retrieval_zh", *common)  # one dataset: served from the response cache
+    assert (one["generated"], one["from_cache"]) == (0, 1)
 
 
 def test_malformed_rows_are_counted_not_scored(tmp_path, data_dir):

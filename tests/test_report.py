@@ -1,15 +1,15 @@
-"""glm_eval.report: the static report of real runs in two prompt settings (conftest's `prompt_settings`),
+"""glm_eval.analysis.report: the static report of real runs in two prompt settings (conftest's `prompt_settings`),
 opened in headless Chromium from disk: the grid renders, the filters and the search work, no console errors."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_command
+
+from glm_eval.analysis.report import main as report_main
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -17,8 +17,7 @@ ARTIFACTS = Path(os.environ.get("GLM_EVAL_ARTIFACTS") or REPO / "results" / "art
 
 
 def report_cli(*args):
-    return subprocess.run([sys.executable, "-m", "glm_eval.report", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True)
+    return run_command(report_main, *args)
 
 
 @pytest.fixture(scope="module")

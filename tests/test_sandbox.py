@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from glm_eval import sandbox
-from glm_eval.sandbox import Outcome, isolation, run_program, run_programs
+from glm_eval.scoring import sandbox
+from glm_eval.scoring.sandbox import Outcome, isolation, run_program, run_programs
 
 ROOT = os.geteuid() == 0
 
@@ -253,7 +253,7 @@ def test_non_root_harness(watch, canary):
     harness = f"""
 import json, os, sys
 sys.path.insert(0, {repo!r})
-from glm_eval.sandbox import isolation, run_program
+from glm_eval.scoring.sandbox import isolation, run_program
 report = {{"isolation": isolation()}}
 for name, source in {programs!r}.items():
     out = run_program(source, timeout=1.5)

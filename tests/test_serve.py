@@ -9,11 +9,12 @@ import warnings
 
 import httpx
 import pytest
-from conftest import REPO, Server, run_cli, send
+from conftest import REPO, Server, run_eval, send
 from fastapi.testclient import TestClient
 
-from glm_eval.protocol import Response
-from glm_eval.serve import BatchingEngine, make_app
+from glm_eval.core.protocol import Response
+from glm_eval.core.protocol import BackendInfo
+from glm_eval.engine.serve import BatchingEngine, make_app
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +52,8 @@ class socket_port:
 
 def gsm8k_answers(tmp_path, data_dir, label, *overrides):
     results = tmp_path / label
-    done = run_cli("task=gsm8k", "limit=10", "gen.max_new_tokens=160", f"data_dir={data_dir}", "progress=false",
-                   f"results_dir={results}", *overrides)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_eval("task=gsm8k", "limit=6", "gen.max_new_tokens=120", f"data_dir={data_dir}", "progress=false",
+             f"results_dir={results}", *overrides)
     [samples] = results.glob("*/gsm8k/samples.jsonl")
     records = [json.loads(line) for line in open(samples, encoding="utf-8")]
     assert not any("error" in r for r in records)
@@ -158,8 +158,7 @@ def test_failing_endpoint_run_accounts_exactly_and_resumes(tmp_path, data_dir):
         run = ["task=gsm8k", "limit=10", f"data_dir={data_dir}", "progress=false", f"results_dir={tmp_path}",
                "model=openai_api", f"model.endpoint.url={server.url}/v1", "model.endpoint.retries=2",
                "model.endpoint.backoff_s=0.01"]
-        first = run_cli(*run)
-        assert first.returncode == 0, first.stderr[-2000:]
+        run_eval(*run)
         metrics = json.loads((tmp_path / "openai_api" / "gsm8k" / "metrics.json").read_text())
         assert (metrics["n"], metrics["failed"], metrics["generated"]) == (8, 2, 10)
         records = [json.loads(line) for line in open(tmp_path / "openai_api" / "gsm8k" / "samples.jsonl")]
@@ -170,8 +169,7 @@ def test_failing_endpoint_run_accounts_exactly_and_resumes(tmp_path, data_dir):
         assert sum(questions[2] in c for c in calls) == 3 and sum(questions[5] in c for c in calls) == 1
 
         healthy["on"] = True
-        second = run_cli(*run)  # resume: only the two failed requests go out again
-        assert second.returncode == 0, second.stderr[-2000:]
+        run_eval(*run)  # resume: only the two failed requests go out again
         metrics = json.loads((tmp_path / "openai_api" / "gsm8k" / "metrics.json").read_text())
         assert (metrics["n"], metrics["failed"], metrics["generated"], metrics["from_cache"]) == (10, 0, 2, 8)
     finally:
@@ -180,43 +178,45 @@ def test_failing_endpoint_run_accounts_exactly_and_resumes(tmp_path, data_dir):
 
 # ---- the server's own checks, without a model ------------------------------------------------------------------
 class EchoBackend:
-    """Stands in for the model: replies "<n> tokens" for a prompt of n tokens, one character per step, reporting
-    each step as a token (a character's code) and cutting at stop strings as the generator does."""
+    """Stands in for the model (the whole Backend protocol): replies "<n> tokens" for a prompt of n tokens, one
+    character per step, reporting the reply so far at each step and cutting at stop strings as the generator does."""
 
-    class generator:
-        max_length = 64
+    info = BackendInfo(fingerprint="echo", dtype="none", device="none", context_length=64)
 
-    def generate(self, requests, on_response, on_token=None):
+    def generate(self, requests, on_response, on_text=None):
         for i, r in enumerate(requests):
             text = f"{len(r.prompt.token_ids)} tokens"
             for k in range(1, len(text)):
-                if on_token and not any(s in text[:k] for s in r.stop):
-                    on_token(i, [ord(c) for c in text[:k]])
+                if on_text and not any(s in text[:k] for s in r.stop):
+                    on_text(i, text[:k])
             cuts = [text.find(s) for s in r.stop if s in text]
             on_response(i, Response(text=text[:min(cuts)] if cuts else text, num_tokens=2, finish_reason="eos"))
 
+    def loglikelihood(self, requests, on_response):
+        raise NotImplementedError("not used by the server")
 
-class CharTokenizer:
-    def decode(self, ids, skip_special_tokens=True):
-        return "".join(map(chr, ids))
+    def tokens_processed(self):
+        return 0
+
+    def take_stats(self):
+        return {}
 
 
 class CharRenderer:
     """One token per character."""
 
     def render_messages(self, messages):
-        from glm_eval.protocol import Prompt
+        from glm_eval.core.protocol import Prompt
         text = "".join(c for _, c in messages)
         return Prompt(text, tuple(range(len(text))), messages)
 
     def plain(self, text):
-        from glm_eval.protocol import Prompt
+        from glm_eval.core.protocol import Prompt
         return Prompt(text, tuple(range(len(text))))
 
 
 def test_server_checks_keys_bodies_and_lengths():
-    loaded = type("Loaded", (), {"renderer": CharRenderer()})()
-    client = TestClient(make_app(loaded, BatchingEngine(EchoBackend(), CharTokenizer()), "echo", api_key="s3cret"))
+    client = TestClient(make_app(CharRenderer(), BatchingEngine(EchoBackend()), "echo", api_key="s3cret"))
     chat = {"model": "echo", "messages": [{"role": "user", "content": "hello"}]}
     assert client.get("/health").status_code == 200  # no key needed
     assert client.post("/v1/chat/completions", json=chat).status_code == 401

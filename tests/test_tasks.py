@@ -1,14 +1,21 @@
 """The README grid tasks end to end on slices of the real data with the real small model: the suite (one model
 load, eight tasks, the grid with published and Δ rows), each task's documented prompt, the choice-scoring modes,
 and the batched log-likelihood scorer against plain one-sequence forwards."""
+import contextlib
+import io
 import json
 
 import pytest
 import torch
 
-from conftest import run_cli
-from glm_eval.loglik import LoglikelihoodScorer
-from glm_eval.protocol import LoglikelihoodRequest, Prompt
+from conftest import run_command, run_eval
+from glm_eval.engine.overrides import compose_config
+from glm_eval.engine.rescore import main as rescore_main
+from glm_eval.scoring.answers import extract_choice
+from glm_eval.scoring.sampling import majority, pass_at_k
+from glm_eval.tasks import load_task
+from glm_eval.backends.loglik import LoglikelihoodScorer
+from glm_eval.core.protocol import LoglikelihoodRequest, Prompt
 
 PROMPT_MARKS = {  # what each task's documented prompt must contain (see the task modules' docstrings)
     "gsm8k": "A:<|im_end|>\n<|im_start|>assistant\nLet's think step by step.",
@@ -28,15 +35,15 @@ def read_jsonl(path):
 
 @pytest.fixture(scope="module")
 def suite_run(tmp_path_factory, data_dir):
-    results = tmp_path_factory.mktemp("suite")
-    result = run_cli("suite=chatglm3-readme", "limit=3", "gen.max_new_tokens=24", f"data_dir={data_dir}",
-                     f"results_dir={results}", "progress=false")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return results, result
+    results, printed = tmp_path_factory.mktemp("suite"), io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run_eval("suite=chatglm3-readme", "limit=3", "gen.max_new_tokens=24", f"data_dir={data_dir}",
+                 f"results_dir={results}", "progress=false")
+    return results, printed.getvalue()
 
 
 def test_suite_runs_all_eight_tasks_and_writes_the_grid(suite_run):
-    results, result = suite_run
+    results, stdout = suite_run
     for task, mark in PROMPT_MARKS.items():
         run = results / "smollm2-135m-instruct" / task
         metrics = json.loads((run / "metrics.json").read_text())
@@ -49,27 +56,33 @@ def test_suite_runs_all_eight_tasks_and_writes_the_grid(suite_run):
                 "| Best Baseline (published) |", "| ChatGLM2-6B-Base (published) |",
                 "| Δ smollm2-135m-instruct − ChatGLM3-6B-Base |"):
         assert row in grid
-    assert "chatglm3-readme · smollm2-135m-instruct" in result.stdout
+    assert "chatglm3-readme · smollm2-135m-instruct" in stdout
 
 
 def test_choice_tasks_report_subjects_and_categories(suite_run):
     results, _ = suite_run
     mmlu = json.loads((results / "smollm2-135m-instruct" / "mmlu" / "metrics.json").read_text())
     assert mmlu["average"] == "micro" and {"micro", "macro", "subjects", "categories"} <= set(mmlu)
+    # statistics are the task's own, though the suite's model generated for three tasks before MMLU
+    assert mmlu["backend_stats"]["decode_steps"] == 0
+    assert mmlu["backend_stats"]["loglik_tokens"] == mmlu["generated_tokens"]
+    gsm8k = json.loads((results / "smollm2-135m-instruct" / "gsm8k" / "metrics.json").read_text())
+    assert gsm8k["backend_stats"]["useful_row_steps"] == gsm8k["generated_tokens"]
     assert mmlu["choice_scoring"] == "logits"
     agieval = json.loads((results / "smollm2-135m-instruct" / "agieval" / "metrics.json").read_text())
     assert agieval["average"] == "macro" and agieval["score"] == agieval["macro"]
     sample = read_jsonl(results / "smollm2-135m-instruct" / "ceval" / "samples.jsonl")[0]
-    assert len(sample["logprobs"]) == 4 and sample["extracted"] in "ABCD" and sample["category"]
+    assert len(sample["logprobs"]) == 4 and sample["category"]
+    assert sample["extracted"] == "ABCD"[max(range(4), key=sample["logprobs"].__getitem__)]  # the likeliest letter
+    assert sample["correct"] == (sample["extracted"] == sample["gold"])
 
 
 def test_mbpp_and_humaneval_execute_generated_code(suite_run, data_dir, tmp_path):
     results, _ = suite_run
     for sample in read_jsonl(results / "smollm2-135m-instruct" / "mbpp" / "samples.jsonl"):
         assert sample["execution"] in {"passed", "failed", "timeout"}
-    result = run_cli("task=humaneval", "limit=2", "gen.max_new_tokens=48", f"data_dir={data_dir}",
-                     f"results_dir={tmp_path}", "progress=false")
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_eval("task=humaneval", "limit=2", "gen.max_new_tokens=48", f"data_dir={data_dir}", f"results_dir={tmp_path}",
+             "progress=false")
     samples = read_jsonl(tmp_path / "smollm2-135m-instruct" / "humaneval" / "samples.jsonl")
     assert [s["execution"] in {"passed", "failed", "timeout"} for s in samples] == [True, True]
 
@@ -80,20 +93,20 @@ def test_logits_and_loglik_choose_the_same_letters(data_dir, tmp_path):
     chosen = {}
     for mode, budget in (("logits", 4096), ("loglik", 700)):
         out = tmp_path / mode
-        result = run_cli("task=mmlu", "limit=24", f"task.choice_scoring={mode}", f"batch.prefill_tokens={budget}",
-                         "overwrite=true", f"data_dir={data_dir}", f"output_dir={out}", f"results_dir={tmp_path}",
-                         "progress=false")
-        assert result.returncode == 0, result.stderr[-2000:]
+        run_eval("task=mmlu", "limit=24", f"task.choice_scoring={mode}", f"batch.prefill_tokens={budget}",
+                 "overwrite=true", f"data_dir={data_dir}", f"output_dir={out}", f"results_dir={tmp_path}",
+                 "progress=false")
         chosen[mode] = [s["extracted"] for s in read_jsonl(out / "samples.jsonl")]
-    assert chosen["logits"] == chosen["loglik"] and set(chosen["logits"]) <= set("ABCD")
+    assert chosen["logits"] == chosen["loglik"] and set(chosen["logits"]) <= {"A", "B", "C", "D"}
 
 
 def test_generate_mode_extracts_letters(data_dir, tmp_path):
-    result = run_cli("task=ceval", "limit=3", "task.choice_scoring=generate", "gen.max_new_tokens=16",
-                     f"data_dir={data_dir}", f"results_dir={tmp_path}", "progress=false")
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_eval("task=ceval", "limit=3", "task.choice_scoring=generate", "gen.max_new_tokens=16", f"data_dir={data_dir}",
+             f"results_dir={tmp_path}", "progress=false")
     for s in read_jsonl(tmp_path / "smollm2-135m-instruct" / "ceval" / "samples.jsonl"):
-        assert "output" in s and (s["extracted"] is None or s["extracted"] in "ABCD")
+        assert "output" in s and "logprobs" not in s
+        assert s["extracted"] == extract_choice(s["output"], "ABCD") and s["extracted"] in (None, "A", "B", "C", "D")
+        assert s["correct"] == (s["extracted"] == s["gold"])
 
 
 def test_loglik_scorer_matches_one_sequence_forwards(smol):
@@ -122,21 +135,46 @@ def test_loglik_scorer_matches_one_sequence_forwards(smol):
 
 
 def test_rescore_reproduces_choice_code_and_cloze_verdicts(suite_run):
-    import subprocess
-    import sys
     results, _ = suite_run
     for task in ("mmlu", "agieval", "mbpp", "math"):
         run = results / "smollm2-135m-instruct" / task
         before = json.loads((run / "metrics.json").read_text())
         verdicts = [(s.get("extracted"), s.get("correct")) for s in read_jsonl(run / "samples.jsonl")]
-        done = subprocess.run([sys.executable, "-m", "glm_eval.rescore", str(run)], capture_output=True, text=True)
+        done = run_command(rescore_main, run)
         assert done.returncode == 0, done.stderr[-2000:]
         after = json.loads((run / "metrics.json").read_text())
         assert after["score"] == before["score"] and after["n"] == before["n"], task
         assert [(s.get("extracted"), s.get("correct")) for s in read_jsonl(run / "samples.jsonl")] == verdicts
 
 
-def test_math500_shows_its_documented_prompt(data_dir):
-    result = run_cli("task=math500", "show_prompts=1", f"data_dir={data_dir}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert PROMPT_MARKS["math"] in result.stdout and "===== prompt 0" in result.stdout
+def test_math500_shows_its_documented_prompt(data_dir, capsys):
+    run_eval("task=math500", "show_prompts=1", f"data_dir={data_dir}")
+    out = capsys.readouterr().out
+    assert PROMPT_MARKS["math"] in out and "===== prompt 0" in out
+
+
+def test_several_samples_are_scored_by_majority_vote_and_pass_at_k(data_dir, tmp_path):
+    metrics = run_eval("task=gsm8k", "limit=4", "gen.samples=3", "gen.temperature=0.8", "gen.max_new_tokens=48",
+                       f"data_dir={data_dir}", f"results_dir={tmp_path}", "progress=false")
+    records = read_jsonl(tmp_path / "smollm2-135m-instruct" / "gsm8k" / "samples.jsonl")
+    task = load_task(compose_config(["task=gsm8k"]).task)
+    for r in records:
+        assert len(r["outputs"]) == len(r["samples"]) == 3 and r["output"] == r["outputs"][0]
+        assert [s["extracted"] for s in r["samples"]] == [task.extract(o) for o in r["outputs"]]
+        assert r["passed"] == sum(s["correct"] for s in r["samples"])
+        assert r["extracted"] == majority([s["extracted"] for s in r["samples"]])
+        assert r["correct"] == task.is_correct(r["extracted"], r["gold"])
+    assert metrics["metric"] == "maj@3 accuracy" and metrics["samples"] == 3
+    assert metrics["score"] == sum(r["correct"] for r in records) / 4
+    assert metrics["pass@k"]["pass@1"] == pytest.approx(sum(r["passed"] for r in records) / 12)
+    assert metrics["pass@k"]["pass@2"] == pytest.approx(sum(pass_at_k(3, r["passed"], 2) for r in records) / 4)
+
+
+def test_several_code_samples_give_pass_at_1_per_problem(data_dir, tmp_path):
+    metrics = run_eval("task=humaneval", "limit=2", "gen.samples=2", "gen.temperature=0.8", "gen.max_new_tokens=48",
+                       f"data_dir={data_dir}", f"results_dir={tmp_path}", "progress=false")
+    records = read_jsonl(tmp_path / "smollm2-135m-instruct" / "humaneval" / "samples.jsonl")
+    for r in records:
+        assert [s["execution"] in {"passed", "failed", "timeout"} for s in r["samples"]] == [True, True]
+        assert r["score"] == sum(s["execution"] == "passed" for s in r["samples"]) / 2 and "correct" not in r
+    assert metrics["metric"] == "pass@1" and metrics["score"] == pytest.approx(sum(r["score"] for r in records) / 2)

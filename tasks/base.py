@@ -3,17 +3,18 @@ request/score contract the engine calls. A task module subclasses `Task` and rea
 protocol: data → prompt → extraction → metric."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from glm_eval.config import GenConfig, TaskConfig
-from glm_eval.errors import UserError
-from glm_eval.protocol import GenerationRequest, Request, Response
+from glm_eval.core.averaging import Averaging
+from glm_eval.core.config import GenConfig, TaskConfig
+from glm_eval.core.errors import UserError
+from glm_eval.core.files import data_root, file_sha256, read_jsonl
+from glm_eval.core.protocol import GenerationRequest, Request, Response
+from glm_eval.scoring.sampling import SamplesScoring, combine
 
 
 @dataclass
@@ -23,15 +24,6 @@ class Documents:
     malformed: int = 0  # rows that could not be used (counted, reported, never silently dropped)
     malformed_examples: list[str] = field(default_factory=list)
     sha256: dict[str, str] = field(default_factory=dict)  # data file → sha256 (or HF fingerprint)
-
-
-def data_root(configured: str | None) -> Path | None:
-    root = configured or os.environ.get("GLM_EVAL_DATA")
-    return Path(root).expanduser() if root else None
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_hub_dataset(title: str, cfg: TaskConfig, config_name: str | None, split: str, dataset: str | None = None):
@@ -51,30 +43,16 @@ def load_hub_dataset(title: str, cfg: TaskConfig, config_name: str | None, split
                         f"or make the hub reachable") from e
 
 
-def read_jsonl(path: Path) -> tuple[list[dict | None], list[str]]:
-    rows, bad = [], []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                rows.append(row if isinstance(row, dict) else None)
-            except json.JSONDecodeError as e:
-                rows.append(None)
-                bad.append(f"{path.name}:{number}: {e.msg}")
-    return rows, bad
-
-
 class Task:
     """Base class. Subclasses set `title` and implement `parse`, `prompt`, `extract`, `is_correct`.
 
     A document may carry `subject` (a subtask) and `category` (a group of subjects); the score is then reported
-    per subject and category, micro (per question) and macro (mean of subjects), and `headline` says which of the
-    two is the task's score."""
+    per subject and category, micro (per question) and macro (mean of subjects), and `averaging` declares which
+    one is the task's score (glm_eval/core/averaging.py)."""
 
     title = "task"
-    headline = "micro"
+    averaging = Averaging()  # micro
+    samples_scoring: SamplesScoring | None = None  # how gen.samples > 1 is scored; None: the task refuses it
     metric = "accuracy"
     multiple_choice = False
     record_fields: tuple[str, ...] = ("gold",)  # document fields copied into records: all that scoring reads
@@ -193,15 +171,28 @@ class Task:
         raise NotImplementedError
 
     def score(self, answers: list[Response], record: dict) -> dict:
-        """Verdict fields for one document from its responses and its record (which holds `record_fields`; on
-        rescore the responses are rebuilt from the record). With several samples the first is scored."""
+        """Verdict fields for one document from its response and its record (which holds `record_fields`; on
+        rescore the responses are rebuilt from the record)."""
         extracted = self.extract(answers[0].text)
         return {"extracted": extracted, "correct": self.is_correct(extracted, record["gold"])}
 
     def aggregate(self, records: list[dict]) -> dict:
-        """Task-specific fields of metrics.json from the scored records; may replace the headline `score`."""
+        """Task-specific fields of metrics.json from the scored records, besides the declared averages."""
         return {}
 
     def score_all(self, answers: list[list[Response]], records: list[dict]) -> list[dict]:
-        """All documents at once; tasks whose scoring runs programs or workers override it to run in parallel."""
+        """All documents at once, one response each; tasks whose scoring runs programs or workers override it to
+        run in parallel."""
         return [self.score(a, r) for a, r in zip(answers, records)]
+
+    def score_documents(self, answers: list[list[Response]], records: list[dict]) -> list[dict]:
+        """Verdict fields per document. A document with several samples has each scored on its own, then combined
+        as `samples_scoring` declares (majority vote or pass@k: glm_eval/scoring/sampling.py)."""
+        if all(len(a) <= 1 for a in answers):
+            return self.score_all(answers, records)
+        flat = [(d, [response]) for d, responses in enumerate(answers) for response in responses]
+        verdicts = self.score_all([a for _, a in flat], [records[d] for d, _ in flat])
+        per_document: list[list[dict]] = [[] for _ in answers]
+        for (d, _), verdict in zip(flat, verdicts):
+            per_document[d].append(verdict)
+        return [combine(self.samples_scoring, v) for v in per_document]

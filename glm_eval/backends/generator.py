@@ -15,12 +15,11 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
 
-from glm_eval.protocol import GenerationRequest, OnResponse, Response
+from glm_eval.core.protocol import GenerationRequest, OnResponse, OnText, Response
 
 
 class SlotLayer(CacheLayerMixin):
@@ -140,6 +139,18 @@ class SlotCache(Cache):
 
 
 @dataclass
+class Counters:
+    """Work done, for throughput reporting (taken per task by the backend's take_stats)."""
+    generated_tokens: int = 0
+    computed_slots: int = 0  # row-steps computed (useful or not)
+    peak_rows: int = 0
+    prefill_tokens: int = 0
+    decode_steps: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+
+@dataclass
 class _Row:
     index: int  # position of the request in the caller's list
     request: GenerationRequest
@@ -161,11 +172,12 @@ class SlotGenerator:
         self._ending_ids_memo: dict[tuple[str, ...], list[int]] = {}
         self.device = next(model.parameters()).device
         self.max_length = max_length or getattr(model.config, "max_position_embeddings", None) or 1 << 30
-        self.generated_tokens = 0  # counters for throughput reporting
-        self.computed_slots = 0  # row-steps computed (useful or not)
-        self.peak_rows = 0
-        self.prefill_tokens_done = self.decode_steps = 0
-        self.prefill_seconds = self.decode_seconds = 0.0
+        self.counters = Counters()
+
+    def take_counters(self) -> Counters:
+        """The counters since the last take, then zero."""
+        taken, self.counters = self.counters, Counters()
+        return taken
 
     # ---- prompt admission -------------------------------------------------------------------------------
     def _prefill(self, rows: list[_Row]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
@@ -182,8 +194,8 @@ class SlotGenerator:
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=positions.to(self.device), past_key_values=cache, use_cache=True,
                          logits_to_keep=1)
-        self.prefill_tokens_done += int(mask.sum())
-        self.prefill_seconds += time.perf_counter() - started
+        self.counters.prefill_tokens += int(mask.sum())
+        self.counters.prefill_seconds += time.perf_counter() - started
         return cache, mask.to(self.device), out.logits[:, -1, :]
 
     # ---- token choice and stopping ----------------------------------------------------------------------
@@ -233,8 +245,8 @@ class SlotGenerator:
     # ---- main loop --------------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, requests: list[GenerationRequest], on_response: OnResponse,
-                 on_token: Callable[[int, list[int]], None] | None = None) -> None:
-        """`on_token(index, tokens so far)` after every new token of a row that is still going (streaming)."""
+                 on_text: OnText | None = None) -> None:
+        """`on_text(index, reply so far)` after every new token of a row that is still going (streaming)."""
         fits = []
         for i, request in enumerate(requests):
             if len(request.prompt.token_ids) >= self.max_length:  # a failed request, never a wrong answer
@@ -248,7 +260,7 @@ class SlotGenerator:
         queue = deque(sorted(fits, key=lambda i: -len(requests[i].prompt.token_ids)))
         longest = len(requests[queue[0]].prompt.token_ids) + max(requests[i].max_new_tokens for i in fits)
         slots = max(1, min(self.max_rows, len(fits), self.max_tokens // max(longest, 1)))
-        self.peak_rows = max(self.peak_rows, slots)
+        self.counters.peak_rows = max(self.counters.peak_rows, slots)
         cache = SlotCache(self.model.config.num_hidden_layers, slots)
         live: list[_Row | None] = [None] * slots
         refill_at = max(1, slots // 8)  # refill once this many slots are free: fewer, larger prefills
@@ -261,7 +273,7 @@ class SlotGenerator:
         while queue or any(live):
             free = [s for s, r in enumerate(live) if r is None]
             if queue and (len(free) >= refill_at or len(free) == slots):
-                self._admit(requests, queue, free, live, cache, finish, on_token)
+                self._admit(requests, queue, free, live, cache, finish, on_text)
             elif not queue and free:
                 keep = [s for s, r in enumerate(live) if r is not None]
                 if not keep:
@@ -270,9 +282,9 @@ class SlotGenerator:
                     cache.select(keep)
                     live = [live[s] for s in keep]
             if any(live):
-                self._step(live, cache, finish, on_token)
+                self._step(live, cache, finish, on_text)
 
-    def _admit(self, requests, queue, free, live, cache, finish, on_token) -> None:
+    def _admit(self, requests, queue, free, live, cache, finish, on_text) -> None:
         while free and queue:
             group: list[_Row] = []
             width = len(requests[queue[0]].prompt.token_ids)
@@ -290,15 +302,15 @@ class SlotGenerator:
             for slot, row, token in zip(used, group, self._choose(group, logits)):
                 row.tokens.append(token)
                 live[slot] = row
-                self.generated_tokens += 1
+                self.counters.generated_tokens += 1
                 reason = self._finish_reason(row)
                 if reason:
                     finish(slot, reason)
                     free.append(slot)
-                elif on_token:
-                    on_token(row.index, row.tokens)
+                elif on_text:
+                    on_text(row.index, self.tokenizer.decode(row.tokens, skip_special_tokens=True))
 
-    def _step(self, live: list[_Row | None], cache: SlotCache, finish, on_token) -> None:
+    def _step(self, live: list[_Row | None], cache: SlotCache, finish, on_text) -> None:
         # Columns no live row uses any more (all rows started later) are dropped once they are a quarter.
         starts = cache.mask[:, :cache.length].argmax(-1)
         alive = torch.tensor([r is not None for r in live], device=starts.device)
@@ -318,18 +330,18 @@ class SlotGenerator:
         rows = [r for r in live if r is not None]
         slots_of_rows = [s for s, r in enumerate(live) if r is not None]
         chosen = self._choose(rows, out.logits[slots_of_rows, -1, :])
-        self.decode_seconds += time.perf_counter() - started
-        self.decode_steps += 1
-        self.computed_slots += len(live)
+        self.counters.decode_seconds += time.perf_counter() - started
+        self.counters.decode_steps += 1
+        self.counters.computed_slots += len(live)
         for slot, row, token in zip(slots_of_rows, rows, chosen):
             row.tokens.append(token)
             row.position += 1
-            self.generated_tokens += 1
+            self.counters.generated_tokens += 1
             reason = self._finish_reason(row)
             if reason:
                 finish(slot, reason)
-            elif on_token:
-                on_token(row.index, row.tokens)
+            elif on_text:
+                on_text(row.index, self.tokenizer.decode(row.tokens, skip_special_tokens=True))
         for slot, r in enumerate(live):
             if r is None:
                 cache.mask[slot, t] = 0

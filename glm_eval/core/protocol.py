@@ -68,14 +68,41 @@ class Response:
 
 
 Request = GenerationRequest | LoglikelihoodRequest
-OnResponse = Callable[[int, Response], None]
+OnResponse = Callable[[int, Response], None]  # (position of the request in the call's list, its response)
+OnText = Callable[[int, str], None]  # (position, the reply so far) while a request is still generating (streaming)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    fingerprint: str  # identifies the weights (or served model) + dtype + device class: part of every cache key
+    dtype: str  # "bfloat16", "float32", … or "remote" for an endpoint
+    device: str  # "cuda:0", "cpu", … or the endpoint's URL
+    context_length: int | None  # prompt + reply tokens the model takes; None where an endpoint does not say
 
 
 class Backend(Protocol):
-    """Anything that answers requests: the HF batched generator, later vLLM or HTTP endpoints."""
+    """What answers requests: transformers weights loaded here, an HTTP endpoint, later vLLM. Every backend
+    implements all of it; the engine never probes for optional parts."""
 
-    fingerprint: str  # identifies weights + dtype + device class: part of every cache key
+    info: BackendInfo
 
-    def generate(self, requests: list[GenerationRequest], on_response: OnResponse) -> None: ...
+    def generate(self, requests: list[GenerationRequest], on_response: OnResponse,
+                 on_text: OnText | None = None) -> None:
+        """Answer every request, in any order, through `on_response` as soon as each is done; a request that fails
+        gets a Response with `error` set (never an exception for one request). `on_text`, where given, hears each
+        unfinished reply as it grows (a backend that only sees whole replies calls it once per reply)."""
+        ...
 
-    def loglikelihood(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None: ...
+    def loglikelihood(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:
+        """Log-probabilities of each request's continuations (one-token continuations: next-token letter scores).
+        A backend that has no log-probabilities raises UserError naming task.choice_scoring=generate."""
+        ...
+
+    def tokens_processed(self) -> int:
+        """Tokens generated or scored since the last `take_stats`, including rows still generating (live tok/s)."""
+        ...
+
+    def take_stats(self) -> dict:
+        """Statistics since the last call (so a task's metrics.json counts its own work, also inside a suite), then
+        start counting afresh."""
+        ...

@@ -13,7 +13,7 @@ import sqlite3
 from dataclasses import asdict
 from pathlib import Path
 
-from glm_eval.protocol import Request, Response
+from glm_eval.core.protocol import Request, Response
 
 
 class ResponseCache:

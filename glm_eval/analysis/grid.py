@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from glm_eval.core.files import write_atomic, write_json
+
 COLUMNS = {"gsm8k": "GSM8K", "math": "MATH", "math500": "MATH-500", "bbh": "BBH", "mmlu": "MMLU", "ceval": "C-Eval", "cmmlu": "CMMLU",
            "mbpp": "MBPP", "agieval": "AGIEval", "humaneval": "HumanEval", "longbench": "LongBench", "longbench_e": "LongBench-E"}
 
@@ -17,7 +19,7 @@ PUBLISHED = "published.json"  # published rows (and the reference for Δ rows), 
 def write_published(results_dir: Path, suite: dict) -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
     payload = {"suite": suite["name"], "reference": suite.get("reference"), "rows": suite.get("published", {})}
-    (results_dir / PUBLISHED).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    write_json(results_dir / PUBLISHED, payload)
 
 
 def register_run(results_dir: Path, output_dir: Path) -> None:
@@ -101,7 +103,7 @@ def write_table(grid: pd.DataFrame, stem: Path, decimals: int, notes: list[str] 
     grid.columns.name = None
     grid.index.name = "model"
     stem.parent.mkdir(parents=True, exist_ok=True)
-    grid.to_csv(stem.with_suffix(".csv"))
+    write_atomic(stem.with_suffix(".csv"), grid.to_csv())
     table = grid.reset_index().rename(columns={"model": "Model"}) if len(grid) else pd.DataFrame({"Model": []})
 
     def cell(row_name: str, value) -> str:
@@ -114,7 +116,19 @@ def write_table(grid: pd.DataFrame, stem: Path, decimals: int, notes: list[str] 
     header = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
     body = "".join("| " + " | ".join([str(row[0])] + [cell(str(row[0]), v) for v in row[1:]]) + " |\n"
                    for row in table.itertuples(index=False))
-    stem.with_suffix(".md").write_text(header + body + "".join(f"\n{note}" for note in notes))
+    write_atomic(stem.with_suffix(".md"), header + body + "".join(f"\n{note}" for note in notes))
+
+
+def longbench_columns(metrics: dict) -> dict[str, float]:
+    """THUDM's LongBench table (0-100) from a run's metrics: Avg (the headline), the categories, EN / ZH, the
+    datasets, and LongBench-E's length-bucket means."""
+    block = metrics["longbench"]
+    columns = {"Avg": metrics["score"], **{c: v["score"] for c, v in (metrics.get("categories") or {}).items()}}
+    columns = {k: 100 * v for k, v in columns.items()}
+    columns.update(block.get("languages") or {})
+    columns.update({d: 100 * v["score"] for d, v in (metrics.get("subjects") or {}).items()})
+    columns.update(block.get("bucket_means") or {})
+    return {k: round(v, 10) for k, v in columns.items() if isinstance(v, (int, float)) and v == v}
 
 
 def rebuild_detail_tables(results_dir: Path, runs: list[dict]) -> None:
@@ -125,21 +139,22 @@ def rebuild_detail_tables(results_dir: Path, runs: list[dict]) -> None:
     latest: dict[str, dict[str, dict]] = {}
     for m in sorted(runs, key=lambda m: m.get("finished_at", "")):
         block = m.get("longbench")
-        if isinstance(block, dict) and block.get("table"):
+        if isinstance(block, dict) and isinstance(block.get("table"), str) and isinstance(m.get("score"), (int, float)):
             label = m["model"] if m["task"] == block["table"] else f"{m['model']} · {m['task']}"
             latest.setdefault(block["table"], {})[label] = m
     for name, rows in latest.items():
         blocks = {label: m["longbench"] for label, m in rows.items()}
+        columns = {label: longbench_columns(m) for label, m in rows.items()}
         newest = max(rows.values(), key=lambda m: m.get("finished_at", ""))["longbench"]
         published = newest.get("published") or {}
-        grid = pd.DataFrame.from_dict({label: b["columns"] for label, b in blocks.items()}, orient="index")
+        grid = pd.DataFrame.from_dict(columns, orient="index")
         deltas = {}
         for label, m in rows.items():
             same_model = [p for p in published if p.lower() == m["model"].lower()]
             reference = same_model[0] if same_model else blocks[label].get("reference")
             if reference in published:
                 deltas[f"Δ {label} − {reference}"] = {c: v - published[reference][c]
-                                                      for c, v in blocks[label]["columns"].items()
+                                                      for c, v in columns[label].items()
                                                       if c in published[reference]}
         order = list(dict.fromkeys([*next(iter(published.values()), {}), *grid.columns]))
         grid = pd.concat([grid, pd.DataFrame.from_dict({f"{p} (published)": v for p, v in published.items()},

@@ -12,7 +12,7 @@ import time
 import torch
 from transformers.cache_utils import DynamicCache
 
-from glm_eval.protocol import LoglikelihoodRequest, OnResponse, Response
+from glm_eval.core.protocol import LoglikelihoodRequest, OnResponse, Response
 
 
 class LoglikelihoodScorer:

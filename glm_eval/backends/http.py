@@ -13,24 +13,30 @@ Quirks handled:
 - api.py has no stop strings: stops are cut client-side, for every server alike.
 - api.py turns temperature 0 into 0.95 (sampling): warned once per backend.
 - api.py has no system turn: a system message is prefixed to the prompt, as ChatGLM2's own openai_api.py does.
+- Cache identity: the model id the server reports (`GET /models`; vLLM's `root`, the weights' path, too) plus
+  model.endpoint.revision, never the URL: the same model moved to another host keeps its cached answers, new
+  weights behind a new id do not reuse old ones. api.py reports nothing: model.name plus the revision.
 - Retries with capped exponential backoff (or Retry-After) on connection errors, timeouts, dropped connections,
   5xx, 429 and 200 replies that are not the expected JSON; other 4xx fail at once.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from functools import cached_property
 
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from glm_eval.config import EndpointConfig
-from glm_eval.errors import UserError
-from glm_eval.models import chatglm_query_history
-from glm_eval.protocol import GenerationRequest, LoglikelihoodRequest, OnResponse, Response
+from glm_eval.core.config import EndpointApi, EndpointConfig
+from glm_eval.core.errors import UserError
+from glm_eval.core.protocol import BackendInfo, GenerationRequest, LoglikelihoodRequest, OnResponse, OnText, Response
+from glm_eval.glm.prompts import chatglm_query_history
+
+log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 30.0
 MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)  # JSON errors are ValueErrors
@@ -67,27 +73,48 @@ class HTTPBackend:
 
     name = "http"
 
-    def __init__(self, cfg: EndpointConfig, fingerprint: str):
-        self.cfg, self.fingerprint = cfg, fingerprint
-        self.dtype, self.device = "remote", cfg.url
+    def __init__(self, cfg: EndpointConfig, model_name: str):
+        self.cfg, self.model_name = cfg, model_name
         self.headers = {}
         if cfg.api_key_env:
             key = os.environ.get(cfg.api_key_env)
             if key is None:
                 raise UserError(f"environment variable {cfg.api_key_env} (model.endpoint.api_key_env) is not set")
             self.headers["Authorization"] = f"Bearer {key}"
-        self._counts = {"requests": 0, "failed": 0, "retries": 0}
+        self._counts = self._zero_counts()
         self._lock = threading.Lock()  # retries are counted in worker threads
 
-    def stats(self) -> dict:
-        return {**self._counts, "in_flight_limit": self.cfg.concurrency}
+    @staticmethod
+    def _zero_counts() -> dict:
+        return {"requests": 0, "failed": 0, "retries": 0, "tokens": 0}
+
+    @cached_property
+    def info(self) -> BackendInfo:
+        """Asks the server which model it serves (once, on first use): the cache identity."""
+        served, context = self.identify()
+        return BackendInfo(fingerprint=json.dumps([self.name, *served, self.cfg.revision]), dtype="remote",
+                           device=self.cfg.url, context_length=context)
+
+    def identify(self) -> tuple[list[str], int | None]:
+        """(what identifies the served model, its context length if the server says)."""
+        raise NotImplementedError
+
+    def tokens_processed(self) -> int:
+        return self._counts["tokens"]
+
+    def take_stats(self) -> dict:
+        with self._lock:
+            taken, self._counts = self._counts, self._zero_counts()
+        return {**taken, "in_flight_limit": self.cfg.concurrency}
 
     def loglikelihood(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:
         raise UserError(f"{self.name} endpoints return text only: use task.choice_scoring=generate")
 
-    def generate(self, requests: list[GenerationRequest], on_response: OnResponse) -> None:
+    def generate(self, requests: list[GenerationRequest], on_response: OnResponse,
+                 on_text: OnText | None = None) -> None:
         if not requests:
             return
+        _ = self.info  # the served model must be known before a request names it
         self.before(requests)
         workers = max(1, self.cfg.concurrency)
         cancelled = threading.Event()
@@ -98,8 +125,12 @@ class HTTPBackend:
                 futures = {pool.submit(self._answer, client, r, cancelled): i for i, r in enumerate(requests)}
                 for future in as_completed(futures):  # on_response runs here, in the caller's thread (SQLite)
                     response = future.result()
-                    self._counts["requests"] += 1
-                    self._counts["failed"] += response.error is not None
+                    with self._lock:
+                        self._counts["requests"] += 1
+                        self._counts["failed"] += response.error is not None
+                        self._counts["tokens"] += response.num_tokens
+                    if on_text and response.error is None:  # whole replies only: heard once, complete
+                        on_text(futures[future], response.text)
                     on_response(futures[future], response)
             finally:  # Ctrl-C or a failing callback: drop what has not started, stop retrying what has
                 cancelled.set()
@@ -166,16 +197,46 @@ class OpenAIBackend(HTTPBackend):
     name = "openai_api"
 
     def __init__(self, cfg: EndpointConfig, model_name: str):
-        if cfg.api not in ("chat", "completions"):
-            raise UserError(f"unknown model.endpoint.api {cfg.api!r}; valid: chat, completions")
-        self.model = cfg.model or model_name
-        super().__init__(cfg, json.dumps(["openai_api", cfg.url, self.model, cfg.api]))
-        self.url = f"{cfg.url.rstrip('/')}/{'chat/completions' if cfg.api == 'chat' else 'completions'}"
+        super().__init__(cfg, model_name)
+        try:
+            self.api = EndpointApi(cfg.api)
+        except ValueError:
+            raise UserError(f"unknown model.endpoint.api {cfg.api!r}; valid: "
+                            f"{', '.join(EndpointApi)}") from None
+        self.url = f"{cfg.url.rstrip('/')}/{'chat/completions' if self.api == EndpointApi.chat else 'completions'}"
+        self.model = cfg.model or model_name  # the served id once `identify` has asked
+
+    def identify(self) -> tuple[list[str], int | None]:
+        url = f"{self.cfg.url.rstrip('/')}/models"
+        try:
+            reply = httpx.get(url, headers=self.headers, timeout=min(self.cfg.timeout_s, 30.0))
+        except httpx.HTTPError as e:
+            raise UserError(f"cannot reach {url} ({type(e).__name__}): start the server or fix "
+                            f"model.endpoint.url") from None
+        if reply.status_code in (404, 405, 501):  # a server without a model list: trust the configuration
+            log.warning(f"{url} lists no models (HTTP {reply.status_code}); cached answers are keyed by the name "
+                        f"{self.model!r} and model.endpoint.revision={self.cfg.revision}")
+            return [self.model, str(self.api)], None
+        if not reply.is_success:
+            raise UserError(f"{url} answered HTTP {reply.status_code}"
+                            + (": set model.endpoint.api_key_env" if reply.status_code in (401, 403) else ""))
+        try:
+            cards = [c for c in reply.json()["data"] if isinstance(c, dict) and isinstance(c.get("id"), str)]
+        except MALFORMED:
+            cards = []
+        ids = [c["id"] for c in cards]
+        wanted = self.cfg.model or (ids[0] if len(ids) == 1 else self.model_name)
+        if wanted not in ids:
+            raise UserError(f"{url} serves {', '.join(ids) or 'no model'}; set model.endpoint.model to one of them")
+        card = cards[ids.index(wanted)]
+        self.model = wanted
+        context = card.get("max_model_len")  # vLLM says; an OpenAI-style card does not
+        return [wanted, str(card.get("root") or ""), str(self.api)], context if isinstance(context, int) else None
 
     def payload(self, req: GenerationRequest) -> dict:
         payload = {"model": self.model, "max_tokens": req.max_new_tokens, "temperature": req.temperature,
                    "top_p": req.top_p, "stream": self.cfg.stream}
-        if self.cfg.api == "chat":
+        if self.api == EndpointApi.chat:
             messages = req.prompt.messages or (("user", req.prompt.text),)
             payload["messages"] = [{"role": role, "content": content} for role, content in messages]
         else:
@@ -192,7 +253,7 @@ class OpenAIBackend(HTTPBackend):
             self.check_status(response)
             data = response.json()
             choice = data["choices"][0]
-            text = choice["message"]["content"] if self.cfg.api == "chat" else choice["text"]
+            text = choice["message"]["content"] if self.api == EndpointApi.chat else choice["text"]
             return _string(text), choice.get("finish_reason") or "eos", self._tokens(data)
         with connect_sse(client, "POST", self.url, json=self.payload(req)) as source:
             self.check_status(source.response)
@@ -208,7 +269,8 @@ class OpenAIBackend(HTTPBackend):
                 for choice in chunk.get("choices") or []:
                     if choice.get("index", 0) != 0:
                         continue
-                    piece = (choice.get("delta") or {}).get("content") if self.cfg.api == "chat" else choice.get("text")
+                    piece = ((choice.get("delta") or {}).get("content") if self.api == EndpointApi.chat
+                             else choice.get("text"))
                     if piece:
                         parts.append(_string(piece))
                     finish_reason = choice.get("finish_reason") or finish_reason
@@ -226,15 +288,17 @@ class ChatGLMBackend(HTTPBackend):
     name = "chatglm_api"
 
     def __init__(self, cfg: EndpointConfig, model_name: str):
-        super().__init__(cfg, json.dumps(["chatglm_api", cfg.url]))
-        self.model = model_name
+        super().__init__(cfg, model_name)
         self._warned = False
+
+    def identify(self) -> tuple[list[str], int | None]:
+        return [self.model_name], None  # api.py reports no model: the configured name (and revision) stand for it
 
     def before(self, requests: list[GenerationRequest]) -> None:
         if not self._warned and any(r.temperature == 0 for r in requests):
             self._warned = True
-            print(f"warning: {self.cfg.url}: the original api.py turns temperature 0 into 0.95 (sampling); greedy "
-                  "holds only on servers that honour 0 (glm-eval's serve, chatglm.cpp)", file=sys.stderr)
+            log.warning(f"{self.cfg.url}: the original api.py turns temperature 0 into 0.95 (sampling); greedy "
+                        "holds only on servers that honour 0 (glm-eval's serve, chatglm.cpp)")
 
     def payload(self, req: GenerationRequest) -> dict:
         query, history = chatglm_query_history(req.prompt.messages, default_query=req.prompt.text)

@@ -17,12 +17,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from glm_eval.config import GenConfig
-from glm_eval.errors import UserError
-from glm_eval.protocol import LoglikelihoodRequest, Request, Response
-from glm_eval.task import Task, file_sha256
-
-CHOICE_SCORING = ("logits", "loglik", "generate")
+from glm_eval.core.config import ChoiceScoring, GenConfig
+from glm_eval.core.protocol import LoglikelihoodRequest, Request, Response
+from glm_eval.core.files import file_sha256
+from glm_eval.tasks.base import Task
 
 
 def options_block(options: list[str], letters: str) -> str:
@@ -90,14 +88,12 @@ class MultipleChoiceTask(Task):
         return [s for s in self._shot_pool if s["subject"] == doc["subject"]][:self.cfg.shots]
 
     def requests(self, doc: dict, shots: list[dict], renderer, gen: GenConfig, stop: list[str]) -> list[Request]:
-        mode = self.cfg.choice_scoring
-        if mode not in CHOICE_SCORING:
-            raise UserError(f"unknown task.choice_scoring {mode!r}; valid: {', '.join(CHOICE_SCORING)}")
-        if mode == "generate":
+        mode = ChoiceScoring(self.cfg.choice_scoring)
+        if mode == ChoiceScoring.generate:
             return super().requests(doc, shots, renderer, gen, stop)
         pairs, question = self.prompt(doc, shots)
         prompt = renderer.render(pairs, question, "", open_reply=True)
-        if mode == "logits":
+        if mode == ChoiceScoring.logits:
             continuations = tuple((renderer.letter_token(letter),) for letter in doc["letters"])
         else:
             continuations = tuple(tuple(renderer.continuation_ids(" " + letter)) for letter in doc["letters"])
@@ -108,6 +104,6 @@ class MultipleChoiceTask(Task):
         if answer.logprobs:
             chosen = letters[max(range(len(letters)), key=answer.logprobs.__getitem__)]
             return {"extracted": chosen, "correct": chosen in gold}
-        from glm_eval.answers import extract_choice
+        from glm_eval.scoring.answers import extract_choice
         chosen = extract_choice(answer.text, letters, multi=bool(record.get("multi")))
         return {"extracted": chosen, "correct": chosen == gold}

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from glm_eval.errors import UserError
+from glm_eval.core.errors import UserError
 
 # The files a chatglm checkpoint needs: weights, config, SentencePiece/tiktoken vocabulary, and the modeling file,
 # whose RoPE formula tells chatglm2-6b-32k (position interpolation) from ChatGLM3/GLM-4 (scaled base).

@@ -1,0 +1,1 @@
+"""Hydra configs (config.yaml, model/, task/, suite/): data, installed as glm_eval.configs."""

@@ -1,0 +1,2 @@
+"""Reading finished runs: the results grid, paired comparison of checkpoints, the HTML report. Imports neither
+torch nor the engine."""

@@ -1,0 +1,192 @@
+"""Typed Hydra structured configs. YAML files under configs/ fill these; unknown keys, values outside an enum and
+numbers out of their bounds are refused before any model loads (glm_eval/__main__.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from enum import StrEnum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+# Enum members are named by their values, so `model.dtype=bfloat16` on the command line, config.yaml and
+# f-strings all read the same.
+
+
+class Backend(StrEnum):
+    hf = "hf"  # weights loaded here: transformers model, slot generator, log-likelihood scorer
+    openai_api = "openai_api"  # an OpenAI-compatible endpoint (ChatGLM3/GLM-4 API demos, vLLM, …)
+    chatglm_api = "chatglm_api"  # THUDM's original api.py
+
+
+class DType(StrEnum):
+    auto = "auto"  # bf16 on GPU, fp32 on CPU
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Device(StrEnum):
+    auto = "auto"  # cuda when available, else cpu
+    cpu = "cpu"
+    cuda = "cuda"  # model.device_index picks the GPU
+
+
+class PromptFormat(StrEnum):
+    auto = "auto"  # chat_template when the tokenizer has one (or model.chat says so), else raw
+    chat_template = "chat_template"  # the tokenizer's Jinja template
+    raw = "raw"  # few-shot text, no chat wrapper
+    chatglm3 = "chatglm3"  # THUDM's build_chat_input ids, token-exact
+    chatglm2 = "chatglm2"  # ChatGLM2's "[Round n]\n\n问：…\n\n答：" text
+    glm4 = "glm4"  # GLM-4's chat ids, token-exact
+
+
+class ChoiceScoring(StrEnum):
+    logits = "logits"  # next-token logits of the letters after the answer cue (THUDM's C-Eval script)
+    loglik = "loglik"  # log-likelihood of " A"… after the shared context (lm-eval)
+    generate = "generate"  # generate, then read the letter (endpoints)
+
+
+class EndpointApi(StrEnum):
+    chat = "chat"  # /chat/completions with messages
+    completions = "completions"  # /completions with the rendered prompt text
+
+
+def at_least(low: float) -> dict:
+    """Field metadata: the smallest valid value (checked by `check_bounds`)."""
+    return {"min": low}
+
+
+def between(low: float, high: float) -> dict:
+    return {"min": low, "max": high}
+
+
+@dataclass
+class EndpointConfig:
+    """A deployed model reached over HTTP (model.backend=openai_api | chatglm_api)."""
+    url: str = MISSING  # openai_api: base URL ending in /v1; chatglm_api: the POST URL of api.py (http://host:8000/)
+    api: EndpointApi = EndpointApi.chat  # openai_api only
+    model: Optional[str] = None  # the `model` field of OpenAI requests; default: the one the server serves
+    # Cached answers are keyed by the model id the server reports (plus this): bump it when new weights go live
+    # behind the same id. chatglm_api reports no id: its answers are keyed by model.name plus this.
+    revision: Optional[str] = None
+    api_key_env: Optional[str] = None  # environment variable holding a bearer key (the key never sits in a config)
+    concurrency: int = field(default=8, metadata=at_least(1))  # requests in flight
+    timeout_s: float = field(default=300.0, metadata=at_least(0.001))  # per attempt
+    retries: int = field(default=4, metadata=at_least(0))  # further attempts after connection errors, timeouts, 5xx, 429
+    backoff_s: float = field(default=0.5, metadata=at_least(0))  # first wait between attempts; doubles each time
+    stream: bool = False  # read replies as server-sent events
+    max_length: int = field(default=8192, metadata=at_least(1))  # chatglm_api: api.py's `max_length` (prompt + reply)
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    backend: Backend = Backend.hf
+    endpoint: Optional[EndpointConfig] = None
+    path: Optional[str] = None  # hub id or local directory (or the GGUF's folder when gguf_file is set); hf only
+    gguf_file: Optional[str] = None  # a GGUF file inside `path`: dequantised once, then cached as safetensors
+    gguf_package: Optional[str] = None  # a Python package whose folder holds the GGUF (sets `path`)
+    revision: Optional[str] = None
+    chat: Optional[bool] = None  # prompt_format auto: use the chat template; None: when the tokenizer has one
+    prompt_format: PromptFormat = PromptFormat.auto
+    stop_ids: list[int] = field(default_factory=list)  # token ids that end a reply besides the checkpoint's eos
+    rope_scaling: Optional[str] = None  # chatglm checkpoints: base | interpolation; default: the checkpoint's code
+    dtype: DType = DType.auto
+    device: Device = Device.auto
+    device_index: Optional[int] = field(default=None, metadata=at_least(0))  # which GPU with device=cuda
+    stop: list[str] = field(default_factory=list)  # extra stop strings for this model
+    max_length: Optional[int] = field(default=None, metadata=at_least(1))  # context length; default: the checkpoint's
+    # long-context prompt budget (LongBench); default: context − 500
+    max_input_length: Optional[int] = field(default=None, metadata=at_least(1))
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    dataset: str = MISSING  # HF datasets id
+    dataset_config: Optional[str] = None
+    revision: Optional[str] = None  # hub revision of the dataset (branch, tag or commit)
+    split: str = "test"
+    local_file: str = MISSING  # path under data_dir, in the layout of ../shared/data
+    shots: int = field(default=0, metadata=at_least(0))
+    shot_split: str = "train"
+    shot_local_file: Optional[str] = None
+    shot_seed: int = 1234
+    template: str = "{question}"  # the user turn; fields of the document in braces
+    gen_prefix: str = ""  # text the answer starts with (e.g. the zero-shot CoT trigger)
+    stop: list[str] = field(default_factory=list)
+    max_new_tokens: int = field(default=256, metadata=at_least(1))
+    choice_scoring: ChoiceScoring = ChoiceScoring.logits  # multiple-choice tasks (glm_eval/tasks/choice.py)
+    options: dict[str, Any] = field(default_factory=dict)  # task-specific knobs
+
+
+@dataclass
+class BatchConfig:
+    max_rows: int = field(default=128, metadata=at_least(1))  # rows decoded together (CPU: same cost per row from 64)
+    max_tokens: int = field(default=131072, metadata=at_least(1))  # KV-cache budget: rows × (prompt + new tokens)
+    prefill_tokens: int = field(default=4096, metadata=at_least(1))  # prompt tokens per prefill forward
+
+
+@dataclass
+class GenConfig:
+    max_new_tokens: Optional[int] = field(default=None, metadata=at_least(1))  # default: the task's
+    temperature: float = field(default=0.0, metadata=at_least(0))  # 0 = greedy
+    top_p: float = field(default=1.0, metadata=between(1e-9, 1.0))
+    seed: int = 1234
+    # samples per document, scored as pass@k (code) or majority vote and pass@k (GSM8K, MATH)
+    samples: int = field(default=1, metadata=at_least(1))
+
+
+@dataclass
+class SuiteConfig:
+    """Several tasks run for one model in one process (the model is loaded once), plus published rows for the grid."""
+    name: str = MISSING
+    tasks: list[str] = MISSING
+    published: dict[str, dict[str, float]] = field(default_factory=dict)  # row name → task → score (%)
+    reference: Optional[str] = None  # the published row the grid's Δ rows compare against
+
+
+@dataclass
+class EvalConfig:
+    task: TaskConfig = MISSING
+    model: ModelConfig = MISSING
+    limit: Optional[int] = field(default=None, metadata=at_least(0))  # first N documents
+    data_dir: Optional[str] = None  # local data root; default env GLM_EVAL_DATA, else the HF hub
+    results_dir: str = "results"
+    output_dir: str = "${results_dir}/${model.name}/${task.name}"
+    cache_dir: Optional[str] = None  # response cache folder; default env GLM_EVAL_CACHE, else ~/.cache/glm_eval
+    overwrite: bool = False  # ignore cached responses
+    show_prompts: int = field(default=0, metadata=at_least(0))  # print the first N prompts with token ids and exit
+    threads: Optional[int] = field(default=None, metadata=at_least(1))  # torch CPU threads
+    progress: bool = True
+    verbose: bool = False  # log what happens (loading, conversion, cache use) besides warnings
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    gen: GenConfig = field(default_factory=GenConfig)
+    suite: Optional[SuiteConfig] = None  # suite=<name>: run its tasks instead of `task`
+
+
+def check_bounds(cfg, schema: type = EvalConfig, prefix: str = "") -> None:
+    """Raise ValueError naming the first number outside its field's `at_least`/`between` bounds."""
+    for f in fields(schema):
+        value = getattr(cfg, f.name, None)
+        if value is None:
+            continue
+        kind = {"task": TaskConfig, "model": ModelConfig, "endpoint": EndpointConfig, "suite": SuiteConfig}.get(
+            f.name) or (f.default_factory if callable(f.default_factory) else None)
+        if is_dataclass(kind):
+            check_bounds(value, kind, f"{prefix}{f.name}.")
+            continue
+        low, high = f.metadata.get("min"), f.metadata.get("max")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                (low is not None and value < low) or (high is not None and value > high)):
+            bound = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+            raise ValueError(f"{prefix}{f.name}={value} is out of range: it must be {bound}")
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="task", name="task_schema", node=TaskConfig)
+    cs.store(group="suite", name="suite_schema", node=SuiteConfig)

@@ -1,0 +1,110 @@
+"""Command-line overrides checked before Hydra runs anything or a model loads: an unknown task, model or key, a
+value outside its enum, a number out of bounds or a missing value costs one line naming the valid choices (exit
+code 2), not a stack trace."""
+from __future__ import annotations
+
+import re
+from dataclasses import fields, is_dataclass
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
+from omegaconf import OmegaConf
+
+from glm_eval.core.config import EvalConfig, ModelConfig, TaskConfig, check_bounds, register
+from glm_eval.core.errors import UserError
+from glm_eval.core.files import config_dir
+
+GROUPS = ("task", "model", "suite")
+
+OmegaConf.register_new_resolver("basename", lambda path: str(path).rstrip("/").rsplit("/", 1)[-1], replace=True)
+register()
+
+
+def choices(group: str) -> list[str]:
+    folder = config_dir() / group
+    return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
+
+
+def describe_choices(group: str) -> str:
+    """The choices, a subfolder's in one item: `longbench/{2wikimqa|dureader|…}`."""
+    folders: dict[str, list[str]] = {}
+    for name in choices(group):
+        folder, _, leaf = name.rpartition("/")
+        folders.setdefault(folder, []).append(leaf)
+    top = folders.pop("", [])
+    return ", ".join(sorted(top + [f"{folder}/{{{'|'.join(leaves)}}}" for folder, leaves in folders.items()]))
+
+
+def one_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def validate(overrides: list[str]) -> None:
+    """Raise UserError for an unknown task/model, an unknown key, a badly typed value, a value outside its enum or
+    its bounds, or a missing mandatory value. A sweep (a,b) is checked value by value for groups, and with its
+    first value for everything else."""
+    from hydra import compose, initialize_config_dir
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra")])
+    except Exception as e:
+        raise UserError(f"cannot parse overrides: {one_line(e)}") from e
+    first_values = []
+    for o in parsed:
+        key = o.get_key_element()
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        if key in GROUPS:
+            for value in values:
+                if value not in choices(key):
+                    raise UserError(f"unknown {key} '{value}'; valid {key}s: {describe_choices(key)}")
+        prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}.get(o.type, "")
+        first_values.append(f"{prefix}{key}={values[0]}" if o.is_sweep_override() else o.input_line)
+    try:
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            cfg = compose("config", overrides=first_values)
+            OmegaConf.to_container(cfg, resolve=True)  # surfaces missing mandatory values (e.g. model.path)
+            missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra"))
+    except Exception as e:
+        raise UserError(_explain(e)) from e
+    if missing:
+        raise UserError(f"missing value for {', '.join(missing)}: set {missing[0]}=…")
+    try:
+        check_bounds(cfg)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _explain(error: Exception) -> str:
+    message = one_line(error)
+    detail = f"{error} {error.__cause__ or ''}"
+    enum = re.search(r"Invalid value '([^']*)', expected one of \[([^\]]*)\]", detail)
+    if enum:
+        key = re.search(r"full_key: ([\w.]+)", detail) or re.search(r"override '?([\w.]+)", detail)
+        return f"{key.group(1) if key else 'option'}={enum.group(1)} is not valid; valid values: {enum.group(2)}"
+    unknown = re.search(r"Could not override '([^']+)'", message)
+    if unknown and "not in" in detail:
+        return f"unknown option '{unknown.group(1)}'; options are: {', '.join(option_names())}"
+    if "Missing mandatory value: model.path" in message:
+        return "model=hf needs model.path=<hub id or local folder>"
+    if error.__cause__ is not None:
+        message += f": {one_line(error.__cause__)}"
+    return message
+
+
+def option_names() -> list[str]:
+    names = []
+    for f in fields(EvalConfig):
+        kind = {"task": TaskConfig, "model": ModelConfig}.get(f.name) or f.default_factory
+        if is_dataclass(kind):
+            names += [f"{f.name}.{sub.name}" for sub in fields(kind)]
+        else:
+            names.append(f.name)
+    return names
+
+
+def compose_config(overrides: list[str]):
+    """The config `python -m glm_eval <overrides>` would run, after the same checks (for Python callers)."""
+    from hydra import compose, initialize_config_dir
+    validate(overrides)
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=overrides)

@@ -1,0 +1,248 @@
+"""One evaluation: config → task → requests → cached/batched inference → scoring → records → metrics → grid."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from datetime import datetime, timezone
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from glm_eval.analysis.grid import rebuild_grid, register_run, write_published
+from glm_eval.core.config import Backend as BackendKind
+from glm_eval.core.config import EndpointApi, EvalConfig
+from glm_eval.core.errors import UserError
+from glm_eval.core.files import cache_root
+from glm_eval.core.protocol import Backend, GenerationRequest, LoglikelihoodRequest, Request, Response
+from glm_eval.engine.cache import ResponseCache
+from glm_eval.engine.records import make_record, prompt_of, score_records, summarize, versions, write_run
+from glm_eval.glm.prompts import Format, PromptRenderer
+from glm_eval.tasks import load_task
+from glm_eval.tasks.base import Task
+
+log = logging.getLogger(__name__)
+
+
+class LoadedModel:
+    """The model side of a run, each part loaded on first use (after the task's data, so a missing file costs no
+    model load): the tokenizer and prompt format, then the backend (weights, or an endpoint's identity); a suite
+    shares it. An HTTP endpoint has no tokenizer here: prompts go as chat turns (or, for a completions API, as raw
+    text)."""
+
+    def __init__(self, cfg: EvalConfig):
+        self.cfg = cfg
+        self.remote = cfg.model.backend != BackendKind.hf
+        if self.remote and cfg.model.endpoint is None:
+            raise UserError(f"model.backend={cfg.model.backend} needs model.endpoint.url=<URL>")
+        if not self.remote and not cfg.model.path:
+            raise UserError("model.path is not set: give model.path=<hub id or local folder>")
+        self._backend: Backend | None = None
+
+    @cached_property
+    def source(self):
+        from glm_eval.backends.source import ModelSource
+        return ModelSource(self.cfg.model)  # converted models live under GLM_EVAL_CACHE, whatever cache_dir says
+
+    @cached_property
+    def renderer(self) -> PromptRenderer:
+        model = self.cfg.model
+        if self.remote:
+            completions = model.backend == BackendKind.openai_api and model.endpoint.api == EndpointApi.completions
+            return PromptRenderer(None, None, Format.raw if completions else Format.messages)
+        return PromptRenderer(self.source.load_tokenizer(), model.chat, model.prompt_format,
+                              self.source.max_input_length())
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            model = self.cfg.model
+            if model.backend == BackendKind.hf:
+                from glm_eval.backends.hf import HFBackend
+                self._backend = HFBackend(self.source, self.renderer.tokenizer, self.cfg.batch)
+            elif model.backend == BackendKind.openai_api:
+                from glm_eval.backends.http import OpenAIBackend
+                self._backend = OpenAIBackend(model.endpoint, model.name)
+            else:
+                from glm_eval.backends.http import ChatGLMBackend
+                self._backend = ChatGLMBackend(model.endpoint, model.name)
+        return self._backend
+
+
+def check_task(cfg: EvalConfig, task: Task) -> None:
+    """What the typed config cannot know: options that depend on the task. Checked before any model loads."""
+    samples = cfg.gen.samples
+    if samples > 1 and task.samples_scoring is None:
+        raise UserError(f"gen.samples={samples}: {task.title} scores one sample per document; several samples are "
+                        f"scored for gsm8k, math, math500 (majority vote, pass@k), mbpp and humaneval (pass@k)")
+    if samples > 1 and cfg.gen.temperature == 0:
+        raise UserError(f"gen.samples={samples} with greedy decoding gives {samples} identical samples; "
+                        f"set gen.temperature>0 (e.g. 0.8)")
+
+
+def evaluate(cfg: EvalConfig) -> dict | None:
+    """Run the configured task (or suite): its metrics (the suite's tasks' metrics), None for show_prompts."""
+    if cfg.threads:
+        import torch
+        torch.set_num_threads(cfg.threads)
+    if cfg.suite is not None:
+        return evaluate_suite(cfg)
+    task = load_task(cfg.task)
+    check_task(cfg, task)
+    return evaluate_task(cfg, LoadedModel(cfg), task)
+
+
+def evaluate_suite(cfg: EvalConfig) -> dict:
+    """Every task of the suite for one model, loaded once; the other overrides apply to each task."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+    try:
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("suite=", "task="))]
+    except ValueError:  # called from Python, not the command line: the config's own values stand (task.* aside)
+        overrides = None
+    if any(o.startswith("output_dir=") for o in overrides or []):
+        raise UserError("a suite writes each task to results_dir/<model>/<task>; set results_dir, not output_dir")
+    loaded, results, configs = None, {}, []
+    for name in cfg.suite.tasks:
+        if overrides is not None:
+            task_cfg = compose("config", overrides=[*overrides, f"task={name}"])
+        else:  # the task's own config replaces the node whole (a merge would keep the previous task's options)
+            task_cfg = cfg.copy()
+            task_cfg.task = compose("config", overrides=[f"task={name}"]).task
+            task_cfg.suite = None
+        check_task(task_cfg, load_task(task_cfg.task))
+        configs.append((name, task_cfg))
+    for name, task_cfg in configs:  # every task checked before the model loads
+        loaded = loaded or LoadedModel(task_cfg)
+        results[name] = evaluate_task(task_cfg, loaded, load_task(task_cfg.task))
+    if cfg.show_prompts:
+        return results
+    write_published(Path(cfg.results_dir), OmegaConf.to_container(cfg.suite, resolve=True))
+    grid = rebuild_grid(Path(cfg.results_dir))
+    print(f"\n{cfg.suite.name} · {cfg.model.name}\n{(Path(cfg.results_dir) / 'grid.md').read_text()}")
+    return {"suite": cfg.suite.name, "tasks": results, "grid_rows": len(grid)}
+
+
+def evaluate_task(cfg: EvalConfig, loaded: LoadedModel, task: Task) -> dict | None:
+    started = time.time()
+    if loaded.remote and cfg.task.choice_scoring != "generate":
+        cfg.task.choice_scoring = "generate"  # an endpoint returns text, not logits
+        task = load_task(cfg.task)
+    documents = task.documents(cfg.data_dir)
+    if documents.malformed:
+        log.warning(f"{documents.malformed} malformed rows in {documents.source} skipped, e.g. "
+                    f"{'; '.join(documents.malformed_examples[:2])}")
+    docs = task.limit(documents.docs, cfg.limit)
+    renderer = loaded.renderer
+    per_doc = [task.requests(doc, task.shots(doc, cfg.data_dir), renderer, cfg.gen, list(cfg.model.stop))
+               for doc in docs]
+    if cfg.show_prompts:
+        show_prompts(per_doc, cfg.show_prompts)
+        return None
+
+    backend = loaded.backend
+    flat = [(d, r) for d, reqs in enumerate(per_doc) for r in reqs]
+    answered = answer(cfg, backend, flat, len(per_doc))
+    by_doc: list[list[Response]] = [[] for _ in per_doc]
+    for (d, _), response in zip(flat, answered.responses):
+        by_doc[d].append(response)
+    records = [make_record(task, doc, requests, answers) for doc, requests, answers in zip(docs, per_doc, by_doc)]
+    score_records(task, records, by_doc)
+
+    metrics = summarize(records, task)
+    metrics.update({
+        "model": cfg.model.name,
+        "generated": answered.generated, "from_cache": len(flat) - answered.generated,
+        "wall_s": round(time.time() - started, 2),
+        "generation_s": round(answered.seconds, 2),
+        "generated_tokens": answered.tokens,
+        "generated_tokens_per_s": round(answered.tokens / answered.seconds, 2) if answered.generated else None,
+        "malformed_rows": documents.malformed,
+        "data": {"source": documents.source, "sha256": documents.sha256},
+        "prompt_sha256": hashlib.sha256("\n".join(prompt_of(r[0]).text for r in per_doc).encode()).hexdigest(),
+        "choice_scoring": cfg.task.choice_scoring if task.multiple_choice else None,
+        "model_fingerprint": backend.info.fingerprint,
+        "dtype": backend.info.dtype, "device": backend.info.device, "context_length": backend.info.context_length,
+        "prompt_format": renderer.format,
+        "batch": OmegaConf.to_container(cfg.batch),
+        "backend_stats": backend.take_stats(),  # this task's work alone, also inside a suite
+        "versions": versions(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    write_run(Path(cfg.output_dir), OmegaConf.to_yaml(cfg, resolve=True), records, metrics)
+    register_run(Path(cfg.results_dir), Path(cfg.output_dir))
+    rebuild_grid(Path(cfg.results_dir))
+    print(f"{cfg.model.name} · {cfg.task.name}: {metrics['metric']} ({metrics['average']}) "
+          f"{metrics['score']:.4f} ± {metrics['stderr']:.4f} "
+          f"(n={metrics['n']}, failed={metrics['failed']}, generated={metrics['generated']}, "
+          f"from cache={metrics['from_cache']}) → {cfg.output_dir}")
+    return metrics
+
+
+def show_prompts(per_doc: list[list[Request]], count: int) -> None:
+    for doc_id, requests in enumerate(per_doc[:count]):
+        prompt = prompt_of(requests[0])
+        print(f"===== prompt {doc_id} ({len(prompt.token_ids)} tokens) =====")
+        print(prompt.text)
+        print(f"----- token ids -----\n{list(prompt.token_ids)}")
+        if isinstance(requests[0], LoglikelihoodRequest):
+            print(f"----- scored continuations -----\n{[list(c) for c in requests[0].continuations]}")
+
+
+@dataclass
+class Answered:
+    responses: list[Response]
+    generated: int  # requests answered by the model in this run (the rest came from the cache)
+    tokens: int
+    seconds: float
+
+
+def answer(cfg: EvalConfig, backend: Backend, flat: list[tuple[int, Request]], num_docs: int) -> Answered:
+    """Answer every request: from the response cache where possible, else from the backend, writing each
+    new response through to the cache the moment it arrives. The progress bar counts documents."""
+    cache = ResponseCache(cache_root(cfg.cache_dir) / "responses.sqlite")
+    keys = [ResponseCache.key(backend.info.fingerprint, r) for _, r in flat]
+    cached = {} if cfg.overwrite else cache.get_many(keys)
+    responses: list[Response | None] = [cached.get(k) for k in keys]
+    pending = [i for i, r in enumerate(responses) if r is None]
+    remaining = [0] * num_docs  # requests still unanswered per document
+    for i in pending:
+        remaining[flat[i][0]] += 1
+    bar = tqdm(total=num_docs, initial=sum(1 for n in remaining if n == 0), unit="doc",
+               desc=f"{cfg.model.name} · {cfg.task.name}", disable=not cfg.progress, dynamic_ncols=True)
+    started, tokens = time.time(), 0
+    backend.take_stats()  # from here on, the counters are this task's alone
+
+    def on_response(index: int, response: Response) -> None:
+        nonlocal tokens
+        responses[index] = response
+        cache.put(keys[index], response)
+        tokens += response.num_tokens
+        doc = flat[index][0]
+        remaining[doc] -= 1
+        if remaining[doc] == 0:
+            # live throughput: tokens of rows still decoding count too
+            rate = backend.tokens_processed() / max(time.time() - started, 1e-9)
+            bar.set_postfix_str(f"{rate:.0f} tok/s", refresh=False)
+            bar.update(1)
+
+    try:
+        for kind, call in ((GenerationRequest, backend.generate), (LoglikelihoodRequest, backend.loglikelihood)):
+            batch = [i for i in pending if isinstance(flat[i][1], kind)]
+            if batch:
+                call([flat[i][1] for i in batch], lambda position, response, batch=batch:
+                     on_response(batch[position], response))
+    except KeyboardInterrupt:
+        bar.close()
+        done = sum(r is not None for r in responses)
+        print(f"interrupted: {done}/{len(responses)} responses are cached; rerun the same command to resume",
+              file=sys.stderr)
+        raise SystemExit(130)
+    finally:
+        cache.close()
+    bar.close()
+    return Answered(responses, len(pending), tokens, time.time() - started)

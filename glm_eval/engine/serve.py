@@ -1,0 +1,287 @@
+"""`python -m glm_eval.serve model=<name> [host=127.0.0.1] [port=8000] [api_key_env=VAR] [batch.*=…]`
+
+Serves a model loaded as glm-eval loads it, over the HTTP APIs that ChatGLM users and their clients speak:
+  GET  /health, GET /v1/models
+  POST /v1/chat/completions   OpenAI chat (stream and non-stream; ChatGLM3's openai_api_demo, LangChain's ChatGLM3)
+  POST /v1/completions        OpenAI completions: the prompt text as is, no chat template
+  POST /                      ChatGLM api.py: {prompt, history, max_length, top_p, temperature} → {response, history,
+                              status, time} (LangChain's ChatGLM). Unlike api.py, temperature 0 means greedy.
+Requests are rendered with the model's own prompt format (glm_eval/glm/prompts.py), so an endpoint run sees the same
+tokens as an in-process one, and answered by the batched slot generator: requests that arrive together are decoded
+together. Binds loopback unless told otherwise; with api_key_env set, requests need `Authorization: Bearer <key>`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from glm_eval.core.cli import Option, parse_args, whole_number
+from glm_eval.core.errors import UserError
+from glm_eval.core.protocol import Backend, GenerationRequest, Prompt, Response
+from glm_eval.engine.overrides import validate
+
+
+@dataclass
+class Job:
+    request: GenerationRequest
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop = field(repr=False)
+    pieces: asyncio.Queue | None = None  # streaming: text as it is decoded, then the final Response
+    sent: str = ""
+
+
+class BatchingEngine:
+    """One thread owns the model. It takes every request waiting when it becomes free, decodes them as one batch
+    with the slot generator, and resolves each caller's future as its row finishes (streams get text as rows
+    grow)."""
+
+    def __init__(self, backend: Backend, gather_s: float = 0.005):
+        self.backend, self.gather_s = backend, gather_s
+        self.jobs: queue.Queue[Job] = queue.Queue()
+        self.batches = self.requests = 0  # counters shown by /health
+        threading.Thread(target=self._run, name="glm-eval-engine", daemon=True).start()
+
+    async def generate(self, request: GenerationRequest) -> Response:
+        loop = asyncio.get_running_loop()
+        job = Job(request, loop.create_future(), loop)
+        self.jobs.put(job)
+        return await job.future
+
+    async def stream(self, request: GenerationRequest):
+        """Yields text pieces as the row grows, and last the Response (its text is the pieces joined)."""
+        loop = asyncio.get_running_loop()
+        job = Job(request, loop.create_future(), loop, pieces=asyncio.Queue())
+        self.jobs.put(job)
+        while not isinstance(item := await job.pieces.get(), Response):
+            yield item
+        yield item
+
+    @staticmethod
+    def _progress(job: Job, text: str) -> None:
+        """Send the new text of a streaming row, holding back what a stop string could still cut and a
+        character still incomplete, so the pieces always add up to the final reply."""
+        hold = max((len(s) for s in job.request.stop), default=1) - 1
+        ready = (text[:len(text) - hold] if hold else text).rstrip("\ufffd")
+        if len(ready) > len(job.sent) and ready.startswith(job.sent):
+            piece, job.sent = ready[len(job.sent):], ready
+            job.loop.call_soon_threadsafe(job.pieces.put_nowait, piece)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.jobs.get()]
+            deadline = time.monotonic() + self.gather_s  # let a burst of concurrent requests arrive together
+            while (wait := deadline - time.monotonic()) > 0 or not self.jobs.empty():
+                try:
+                    batch.append(self.jobs.get(timeout=max(wait, 0)))
+                except queue.Empty:
+                    break
+            self.batches += 1
+            self.requests += len(batch)
+            answered = set()
+
+            def reply(index: int, response: Response) -> None:
+                answered.add(index)
+                job = batch[index]
+                if job.pieces is not None:
+                    rest = response.text[len(job.sent):] if response.text.startswith(job.sent) else ""
+                    for item in ([rest] if rest else []) + [response]:
+                        job.loop.call_soon_threadsafe(job.pieces.put_nowait, item)
+                job.loop.call_soon_threadsafe(_settle, job.future, response)
+
+            def progress(index: int, text: str) -> None:
+                if batch[index].pieces is not None:
+                    self._progress(batch[index], text)
+
+            try:
+                self.backend.generate([job.request for job in batch], reply, progress)
+            except Exception as e:  # the model failed: every caller still gets an answer
+                for index, job in enumerate(batch):
+                    if index not in answered:
+                        reply(index, Response(finish_reason="error", error=f"{type(e).__name__}: {e}"))
+
+
+def _settle(future: asyncio.Future, response: Response) -> None:
+    if not future.done():
+        future.set_result(response)
+
+
+def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | None = None) -> FastAPI:
+    info = engine.backend.info
+    context = info.context_length or 1 << 30
+    app = FastAPI(title=f"glm-eval · {model_id}")
+
+    @app.middleware("http")
+    async def check_key(request: Request, call_next):
+        if api_key and request.url.path != "/health" and \
+                request.headers.get("authorization", "") != f"Bearer {api_key}":
+            return JSONResponse({"error": {"message": "invalid or missing API key", "type": "auth"}}, 401)
+        return await call_next(request)
+
+    async def body_of(request: Request) -> dict:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise HTTPException(400, "the body is not JSON")
+        if not isinstance(body, dict):
+            raise HTTPException(400, "the body must be a JSON object")
+        return body
+
+    def generation(prompt: Prompt, body: dict, max_new_default: int, max_new: int | None = None) -> GenerationRequest:
+        if len(prompt.token_ids) >= context:
+            raise HTTPException(400, f"the prompt has {len(prompt.token_ids)} tokens; the context is {context}")
+        stop = body.get("stop") or ()
+        temperature = body.get("temperature")
+        return GenerationRequest(
+            prompt=prompt, stop=tuple([stop] if isinstance(stop, str) else stop),
+            max_new_tokens=max(1, min(max_new or max_new_default, context - len(prompt.token_ids))),
+            temperature=float(1.0 if temperature is None else temperature), top_p=float(body.get("top_p") or 1.0),
+            seed=int(body.get("seed") or uuid.uuid4().int % 2**31))
+
+    async def answer(request: GenerationRequest) -> Response:
+        response = await engine.generate(request)
+        if response.error:
+            raise HTTPException(500, response.error)
+        return response
+
+    def usage(request: GenerationRequest, response: Response) -> dict:
+        prompt = len(request.prompt.token_ids)
+        return {"prompt_tokens": prompt, "completion_tokens": response.num_tokens,
+                "total_tokens": prompt + response.num_tokens}
+
+    def finish(response: Response) -> str:
+        return "length" if response.finish_reason == "length" else "stop"
+
+    def event(payload) -> str:
+        return f"data: {payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)}\n\n"
+
+    def sse(request: GenerationRequest, chunk, first: list[dict] = ()) -> StreamingResponse:
+        """Server-sent events: `first`, then chunk(piece, None) per piece of text and chunk("", finish_reason)
+        at the end, then [DONE]. A failure after the first byte can only be reported in the stream."""
+        async def events():
+            for head in first:
+                yield event(head)
+            async for item in engine.stream(request):
+                if isinstance(item, Response):
+                    yield event({"error": {"message": item.error, "type": "generation"}} if item.error
+                                else chunk("", finish(item)))
+                else:
+                    yield event(chunk(item, None))
+            yield event("[DONE]")
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "requests": engine.requests, "batches": engine.batches}
+
+    @app.get("/v1/models")
+    async def models():
+        # `root` names the weights (their fingerprint), as vLLM's card does: an endpoint run keys its cache by it
+        return {"object": "list", "data": [{"id": model_id, "object": "model", "created": 0, "owned_by": "glm-eval",
+                                            "root": info.fingerprint, "max_model_len": info.context_length}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await body_of(request)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
+            raise HTTPException(400, "messages must be a non-empty list of {role, content}")
+        if messages[-1].get("role") == "assistant":
+            raise HTTPException(400, "the last message must not be the assistant's")
+        prompt = renderer.render_messages(tuple((m.get("role", "user"), m["content"]) for m in messages))
+        request_ = generation(prompt, body, 1024, body.get("max_tokens") or body.get("max_completion_tokens"))
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model_id}
+        if body.get("stream"):
+            def chunk(piece: str, reason: str | None, delta: dict | None = None) -> dict:
+                delta = delta if delta is not None else ({"content": piece} if piece else {})
+                return {**head, "object": "chat.completion.chunk",
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]}
+            return sse(request_, chunk, [chunk("", None, {"role": "assistant", "content": ""})])
+        response = await answer(request_)
+        return {**head, "object": "chat.completion", "usage": usage(request_, response),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": response.text},
+                             "finish_reason": finish(response)}]}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = await body_of(request)
+        text = body.get("prompt")
+        text = text[0] if isinstance(text, list) and len(text) == 1 else text
+        if not isinstance(text, str):
+            raise HTTPException(400, "prompt must be a string")
+        request_ = generation(renderer.plain(text), body, 16, body.get("max_tokens"))
+        head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model_id}
+        if body.get("stream"):
+            return sse(request_, lambda piece, reason: {**head, "object": "text_completion", "choices": [
+                {"index": 0, "text": piece, "finish_reason": reason}]})
+        response = await answer(request_)
+        return {**head, "object": "text_completion", "usage": usage(request_, response),
+                "choices": [{"index": 0, "text": response.text, "finish_reason": finish(response)}]}
+
+    @app.post("/")
+    async def legacy(request: Request):
+        body = await body_of(request)
+        query, history = body.get("prompt"), body.get("history") or []
+        if not isinstance(query, str) or not isinstance(history, list):
+            raise HTTPException(400, "prompt must be a string and history a list")
+        turns = []
+        for turn in history:  # [[q, a], …] as api.py, or [{role, content}, …] as later ChatGLM3 demos
+            if isinstance(turn, dict) and isinstance(turn.get("content"), str):
+                turns.append((turn.get("role", "user"), turn["content"]))
+            elif isinstance(turn, (list, tuple)) and len(turn) == 2 and all(isinstance(t, str) for t in turn):
+                turns += [("user", turn[0]), ("assistant", turn[1])]
+            else:
+                raise HTTPException(400, "history items must be [query, response] pairs or {role, content}")
+        prompt = renderer.render_messages((*turns, ("user", query)))
+        # api.py's max_length counts the prompt too; max_new_tokens (ours) is what an evaluation asks for
+        max_new = body.get("max_new_tokens") or (body.get("max_length") or 2048) - len(prompt.token_ids)
+        request_ = generation(prompt, {"temperature": 0.95, "top_p": 0.7, **{k: v for k, v in body.items()
+                                                                          if v is not None}}, 2048, max_new)
+        response = await answer(request_)
+        pairs = [list(t) for t in history if isinstance(t, (list, tuple))] + [[query, response.text]]
+        return {"response": response.text, "history": pairs, "status": 200,
+                "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    return app
+
+
+USAGE = "usage: python -m glm_eval.serve model=<name> [host=127.0.0.1] [port=8000] [api_key_env=VAR] [batch.*=…]"
+OPTIONS = {"host": Option(help="address to bind (default loopback)"), "port": Option(whole_number),
+           "api_key_env": Option(help="environment variable holding the bearer key requests must carry")}
+
+
+def main(argv: list[str]) -> int:
+    from hydra import compose, initialize_config_dir
+
+    from glm_eval.core.files import config_dir
+    from glm_eval.engine.run import LoadedModel
+    _, settings, overrides = parse_args(argv, USAGE, OPTIONS, paths=(0, 0), passthrough=True)
+    validate(overrides)
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    if cfg.model.backend != "hf":
+        raise UserError("serve loads a model here: pick one with weights, not an HTTP endpoint")
+    api_key = None
+    if settings.get("api_key_env"):
+        api_key = os.environ.get(settings["api_key_env"])
+        if not api_key:
+            raise UserError(f"api_key_env={settings['api_key_env']} but that environment variable is empty")
+    loaded = LoadedModel(cfg)
+    engine = BatchingEngine(loaded.backend)
+    app = make_app(loaded.renderer, engine, cfg.model.name, api_key)
+    host, port = settings.get("host", "127.0.0.1"), settings.get("port", 8000)
+    import uvicorn
+    print(f"serving {cfg.model.name} on http://{host}:{port} (OpenAI /v1/chat/completions, /v1/completions, "
+          f"legacy POST /)", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0

@@ -1,0 +1,1 @@
+"""GLM specifics: THUDM checkpoints loaded natively, their tokenizers read exactly, prompt formats, conversion."""

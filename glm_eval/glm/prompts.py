@@ -1,0 +1,148 @@
+"""Prompt formats: a task's (few-shot pairs, question) or a conversation → exactly the text and token ids the model
+receives, in the model's own format (THUDM's token-exact ChatGLM2/3 and GLM-4 formats, a Jinja chat template, raw
+text), or as chat turns for endpoints that apply their own template."""
+from __future__ import annotations
+
+from enum import StrEnum
+
+from glm_eval.core.errors import UserError
+from glm_eval.core.protocol import Prompt
+from glm_eval.glm.tokenizers import ChatGLMTokenizer, GLM4Tokenizer
+
+
+class Format(StrEnum):
+    """What the renderer produces: the user-facing PromptFormat's resolved choices, plus `messages` (endpoints)."""
+    chat_template = "chat_template"
+    raw = "raw"
+    chatglm3 = "chatglm3"
+    chatglm2 = "chatglm2"
+    glm4 = "glm4"
+    messages = "messages"
+
+
+Messages = tuple[tuple[str, str], ...]  # (role, content) turns
+
+
+class PromptRenderer:
+    """Turns a task's prompt parts into exactly the text and token ids the model receives.
+
+    raw: few-shot text, tokenized with the tokenizer's own prefix ([gMASK] sop for GLM models).
+    chat_template: the tokenizer's Jinja chat template.
+    chatglm3 / glm4: THUDM's build_chat_input ids, token-exact; few-shot pairs become history turns.
+    chatglm2: the "[Round n]\n\n问：…\n\n答：" text of ChatGLM2's build_prompt.
+    messages: the turns alone, for chat endpoints that apply their own template (no tokenizer here). A chat API
+      cannot start the reply for the model, so a task's answer prefix ends the user turn instead.
+    """
+
+    def __init__(self, tokenizer, chat: bool | None, prompt_format: str = "auto", max_input_length: int | None = None):
+        if prompt_format == "auto":
+            use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
+            prompt_format = Format.chat_template if use_chat else Format.raw
+        try:
+            fmt = Format(str(prompt_format))
+        except ValueError:
+            raise UserError(f"unknown model.prompt_format {prompt_format!r}; valid: auto, "
+                            f"{', '.join(f for f in Format if f != Format.messages)}") from None
+        thudm = isinstance(tokenizer, (ChatGLMTokenizer, GLM4Tokenizer))  # THUDM's tokenizer.model, read exactly
+        if fmt in (Format.chatglm3, Format.glm4) and not thudm:
+            fmt = Format.chat_template  # an HF-format checkpoint (e.g. glm-4-9b-chat-hf) carries its template
+        if fmt == Format.chatglm2 and not isinstance(tokenizer, ChatGLMTokenizer):
+            raise UserError("prompt_format chatglm2 needs the checkpoint's SentencePiece tokenizer.model")
+        self.tokenizer, self.format, self.thudm = tokenizer, fmt, thudm
+        self.chat = fmt != Format.raw
+        self.max_input_length = max_input_length  # long-context prompt budget, in tokens, before the chat wrapper
+
+    def render(self, shots: list[tuple[str, str]], question: str, gen_prefix: str = "",
+               open_reply: bool = False) -> Prompt:
+        """`open_reply`: end where the reply's content starts (after ChatGLM3/GLM-4's metadata line), so the next
+        token is the answer itself; multiple-choice letter scoring reads its logits there."""
+        if self.format == "raw":
+            text = "".join(f"{user} {answer.strip()}\n\n" for user, answer in shots) + question
+            return self.plain(with_prefix(text, gen_prefix))
+        messages = tuple(m for user, answer in shots for m in (("user", user), ("assistant", answer.strip())))
+        return self.render_messages(messages + (("user", question),), gen_prefix, open_reply)
+
+    def render_messages(self, messages: Messages, gen_prefix: str = "", open_reply: bool = False) -> Prompt:
+        """A conversation ending in a user turn, wrapped in the model's chat format (the server renders requests
+        with this too, so an endpoint sees the same tokens as an in-process run)."""
+        prefix = gen_prefix.strip()
+        if self.format == "messages":
+            if prefix:
+                *earlier, (role, content) = messages
+                messages = (*earlier, (role, with_prefix(content, prefix)))
+            return Prompt(text="\n\n".join(f"[{role}] {content}" for role, content in messages), messages=messages)
+        if self.format == "raw":
+            return self.plain(with_prefix("\n\n".join(content for _, content in messages), prefix))
+        if self.format == "chatglm2":
+            text = self.tokenizer.chatglm2_prompt(*chatglm_query_history(messages)) + prefix
+            return Prompt(text=text, token_ids=tuple(self.tokenizer.encode(text)), messages=messages)
+        if self.format in ("chatglm3", "glm4"):
+            ids = self.tokenizer.chat_ids([{"role": r, "content": c} for r, c in messages])
+            if prefix or open_reply:  # the reply's (empty) metadata line, then the prefix, as a turn is encoded
+                ids += self.tokenizer.text_ids("\n") + (self.tokenizer.text_ids(prefix) if prefix else [])
+            return Prompt(text=self.tokenizer.decode(ids), token_ids=tuple(ids), messages=messages)
+        text = self.tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in messages],
+                                                  add_generation_prompt=True, tokenize=False)
+        text += prefix
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids  # the template holds any BOS
+        return Prompt(text=text, token_ids=tuple(ids), messages=messages)
+
+    def truncate_middle(self, text: str) -> tuple[str, int]:
+        """LongBench's truncation (pred.py): over max_input_length tokens, keep the first and the last
+        int(max_input_length / 2), each half decoded on its own without special tokens (the text is tokenized
+        again afterwards, so its length may drift by a few tokens). Returns the text and its length before."""
+        if not self.max_input_length:
+            raise UserError("the model's context length is unknown; set model.max_input_length")
+        # pred.py counts with the default special tokens, except for ChatGLM3 (add_special_tokens=False)
+        ids = self.tokenizer.encode(text, add_special_tokens=self.format != "chatglm3")
+        if len(ids) <= self.max_input_length:
+            return text, len(ids)
+        half = int(self.max_input_length / 2)
+        return (self.tokenizer.decode(ids[:half], skip_special_tokens=True)
+                + self.tokenizer.decode(ids[-half:], skip_special_tokens=True)), len(ids)
+
+    def plain(self, text: str) -> Prompt:
+        """`text` without any chat wrapper, tokenized with the tokenizer's own prefix (BOS, or [gMASK] sop)."""
+        return Prompt(text=text, token_ids=tuple(self.tokenizer.encode(text)) if self.tokenizer else ())
+
+    def continuation_ids(self, text: str) -> list[int]:
+        """`text` tokenized on its own, without special tokens (a continuation after a prompt)."""
+        if self.thudm:
+            return self.tokenizer.text_ids(text)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def letter_token(self, letter: str) -> int:
+        """The one token that writes " X" after an answer cue: " X" itself in byte-level BPE vocabularies, "▁X" in
+        SentencePiece ones (whose dummy prefix is that space; THUDM's C-Eval script reads these ids)."""
+        for text in (" " + letter, letter):
+            ids = self.continuation_ids(text)
+            if len(ids) == 1:
+                return ids[0]
+        raise UserError(f"the tokenizer writes choice letter {letter!r} with more than one token; "
+                        f"use task.choice_scoring=loglik or generate")
+
+
+def chatglm_query_history(messages: Messages, default_query: str = "") -> tuple[str, list[list[str]]]:
+    """ChatGLM2's and api.py's (query, history) for a conversation ending in a user turn. They have no system
+    turn: system text prefixes the query, as ChatGLM2's own openai_api.py does. The other turns pair up as
+    [question, answer]; an assistant turn with no question before it gets an empty one."""
+    system = "".join(f"{c}\n" for r, c in messages if r == "system")
+    turns = [(r, c) for r, c in messages if r != "system"]
+    *earlier, (_, query) = turns or [("user", default_query)]
+    history: list[list[str]] = []
+    for role, content in earlier:
+        if role == "assistant" and history and not history[-1][1]:
+            history[-1][1] = content
+        else:  # a user turn opens a pair
+            history.append([content, ""] if role != "assistant" else ["", content])
+    return system + query, history
+
+
+def with_prefix(text: str, prefix: str) -> str:
+    """The answer prefix after a prompt: "A:" + " Let's think…", but a prompt ending in a newline takes it as is."""
+    prefix = prefix.strip()
+    if not prefix:
+        return text
+    return text + prefix if text.endswith(("\n", " ")) else f"{text} {prefix}"
+
+
