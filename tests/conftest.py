@@ -46,12 +46,12 @@ def smol(isolated_cache):
 @pytest.fixture(scope="session")
 def prompt_settings(tmp_path_factory, data_dir):
     """Real runs of the embedded model under one results root, two prompt settings per task: GSM8K 0-shot vs 3-shot
-    (8 problems; zero-shot/gsm8k, few-shot/gsm8k) and C-Eval with and without the chat template (52 questions:
+    (6 problems; zero-shot/gsm8k, few-shot/gsm8k) and C-Eval with and without the chat template (52 questions:
     accountant's 49, advanced mathematics' first 3; chat/ceval, plain/ceval)."""
     results = tmp_path_factory.mktemp("settings")
     for folder, task, options in (("zero-shot", "gsm8k", ["task.shots=0"]), ("few-shot", "gsm8k", ["task.shots=3"]),
                                   ("chat", "ceval", ["model.chat=true"]), ("plain", "ceval", ["model.chat=false"])):
-        limits = ["limit=8", "gen.max_new_tokens=96"] if task == "gsm8k" else ["limit=52"]
+        limits = ["limit=6", "gen.max_new_tokens=64"] if task == "gsm8k" else ["limit=52"]
         run_eval(f"task={task}", *options, *limits, f"data_dir={data_dir}", f"results_dir={results}",
                  f"output_dir={results / folder / task}", "progress=false")
     return results

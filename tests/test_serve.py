@@ -52,7 +52,7 @@ class socket_port:
 
 def gsm8k_answers(tmp_path, data_dir, label, *overrides):
     results = tmp_path / label
-    run_eval("task=gsm8k", "limit=6", "gen.max_new_tokens=120", f"data_dir={data_dir}", "progress=false",
+    run_eval("task=gsm8k", "limit=5", "gen.max_new_tokens=100", f"data_dir={data_dir}", "progress=false",
              f"results_dir={results}", *overrides)
     [samples] = results.glob("*/gsm8k/samples.jsonl")
     records = [json.loads(line) for line in open(samples, encoding="utf-8")]

@@ -29,7 +29,7 @@ from scipy import stats
 
 from glm_eval.analysis.grid import find_run_dirs
 from glm_eval.core.averaging import Averaging, category_names, is_scored, record_value, stderr_of_weighted_means
-from glm_eval.core.cli import Option, parse_args, whole_number
+from glm_eval.core.cli import parse_args, whole_number
 from glm_eval.core.errors import UserError
 from glm_eval.core.files import read_jsonl
 
@@ -396,9 +396,9 @@ def write(c: Comparison, out: Path) -> None:
 
 
 USAGE = "usage: python -m glm_eval.compare <run dir | results root> [...] [reference=<model>] [out=DIR] [resamples=N] [seed=S]"
-OPTIONS = {"reference": Option(help="the run compared against: a run name, a model or a folder"),
-           "out": Option(help="output folder (default: <common parent>/comparison)"),
-           "resamples": Option(whole_number, "bootstrap and permutation resamples"), "seed": Option(whole_number)}
+OPTIONS = {"reference": str,  # the run compared against: a run name, a model or a folder
+           "out": str,  # output folder (default: <common parent>/comparison)
+           "resamples": whole_number, "seed": whole_number}  # bootstrap and permutation resamples, their seed
 
 
 def main(argv: list[str]) -> int:

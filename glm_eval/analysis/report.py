@@ -25,14 +25,14 @@ from glm_eval.analysis.compare import (Comparison, Run, category_members, compar
                                        strata, weighted_score, weighted_stderr)
 from glm_eval.analysis.grid import build_grid
 from glm_eval.core.averaging import Averaging, is_scored, record_value
-from glm_eval.core.cli import Option, parse_args, whole_number
+from glm_eval.core.cli import parse_args, whole_number
 from glm_eval.core.errors import UserError
 from glm_eval.core.files import config_dir
 
 USAGE = "usage: python -m glm_eval.report <results root> [out=report/] [reference=<model>] [resamples=N]"
-OPTIONS = {"out": Option(help="output folder (default report/)"),
-           "reference": Option(help="the run compared against: a run name, a model or a folder"),
-           "resamples": Option(whole_number, "bootstrap and permutation resamples")}
+OPTIONS = {"out": str,  # output folder (default report/)
+           "reference": str,  # the run compared against: a run name, a model or a folder
+           "resamples": whole_number}  # bootstrap and permutation resamples
 ASSETS = Path(__file__).resolve().parent / "report_assets"
 STATUSES = {True: [("correct", "correct"), ("wrong", "wrong"), ("failed", "failed")],
             False: [("full", "score 1"), ("partial", "0 < score < 1"), ("zero", "score 0"), ("failed", "failed")]}

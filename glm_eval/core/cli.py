@@ -3,7 +3,6 @@ paths, then `key=value` options as in the main command. Bad input is one line on
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -11,10 +10,7 @@ from glm_eval.core import log
 from glm_eval.core.errors import UserError
 
 
-@dataclass(frozen=True)
-class Option:
-    parse: Callable[[str], object] = str  # raises ValueError on a bad value
-    help: str = ""
+Parse = Callable[[str], object]  # an option's value from its text; raises ValueError naming what is valid
 
 
 def whole_number(text: str) -> int:
@@ -37,11 +33,11 @@ def one_of(*values: str) -> Callable[[str], str]:
     return parse
 
 
-def parse_args(argv: list[str], usage: str, options: dict[str, Option], paths: tuple[int, int | None] = (1, None),
+def parse_args(argv: list[str], usage: str, options: dict[str, Parse], paths: tuple[int, int | None] = (1, None),
                passthrough: bool = False) -> tuple[list[str], dict[str, object], list[str]]:
     """(paths, options, other key=value arguments). An argument naming an existing path is a path even with "=" in
     it. `paths` bounds how many positionals there must be; `passthrough` keeps unknown keys (Hydra overrides)."""
-    options = {**options, "verbose": Option(boolean, "log what happens besides warnings")}  # read by `run`
+    options = {**options, "verbose": boolean}  # log what happens besides warnings (`run` sets it up)
     positional, chosen, rest = [], {}, []
     for arg in argv:
         key, eq, value = arg.partition("=")
@@ -49,7 +45,7 @@ def parse_args(argv: list[str], usage: str, options: dict[str, Option], paths: t
             positional.append(arg)
         elif key in options:
             try:
-                chosen[key] = options[key].parse(value)
+                chosen[key] = options[key](value)
             except ValueError as e:
                 raise UserError(f"{key}={value}: {e}") from None
         elif passthrough:
@@ -64,10 +60,10 @@ def parse_args(argv: list[str], usage: str, options: dict[str, Option], paths: t
 
 def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     """Run a command's main: UserError is one line and exit code 2."""
-    verbose = any(a == "verbose=true" for a in (argv or sys.argv[1:]))
-    log.setup(verbose)
+    argv = sys.argv[1:] if argv is None else argv
+    log.setup(verbose="verbose=true" in argv)
     try:
-        return main(sys.argv[1:] if argv is None else argv)
+        return main(argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

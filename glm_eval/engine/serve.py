@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from glm_eval.core.cli import Option, parse_args, whole_number
+from glm_eval.core.cli import parse_args, whole_number
 from glm_eval.core.errors import UserError
 from glm_eval.core.protocol import Backend, GenerationRequest, Prompt, Response
 from glm_eval.engine.overrides import validate
@@ -256,8 +256,9 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
 
 
 USAGE = "usage: python -m glm_eval.serve model=<name> [host=127.0.0.1] [port=8000] [api_key_env=VAR] [batch.*=…]"
-OPTIONS = {"host": Option(help="address to bind (default loopback)"), "port": Option(whole_number),
-           "api_key_env": Option(help="environment variable holding the bearer key requests must carry")}
+OPTIONS = {"host": str,  # address to bind (default loopback)
+           "port": whole_number,
+           "api_key_env": str}  # environment variable holding the bearer key requests must carry
 
 
 def main(argv: list[str]) -> int:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from glm_eval.glm.checkpoints import (converted_shards, glm_config, is_chatglm_layout, local_folder, read_config,
                                   rope_mode, weight_files)
-from glm_eval.core.cli import Option, boolean, one_of, parse_args
+from glm_eval.core.cli import boolean, one_of, parse_args
 from glm_eval.core.errors import UserError
 
 DTYPES = ("bfloat16", "float16", "float32")
@@ -74,9 +74,9 @@ def convert(source: str, out: Path, dtype: str | None = None, rope: str | None =
 
 USAGE = ("usage: python -m glm_eval.convert <chatglm checkpoint dir or hub id> <out dir> [dtype=bfloat16|float16|"
          "float32] [rope=base|interpolation] [force=true]")
-OPTIONS = {"dtype": Option(one_of(*DTYPES), "default: the checkpoint's torch_dtype"),
-           "rope": Option(one_of("base", "interpolation"), "rope_ratio semantics; default: read from the modeling file"),
-           "force": Option(boolean, "replace an existing output folder")}
+OPTIONS = {"dtype": one_of(*DTYPES),  # default: the checkpoint's torch_dtype
+           "rope": one_of("base", "interpolation"),  # rope_ratio semantics; default: read from the modeling file
+           "force": boolean}  # replace an existing output folder
 
 
 def main(argv: list[str]) -> int:
