@@ -46,9 +46,10 @@ def summarize(records: list[dict], task) -> dict:
         out["samples"] = n
         if task.samples_scoring == SamplesScoring.majority:
             out["metric"] = f"maj@{n} {task.metric}"
-        out["pass@k"] = {f"pass@{k}": averaging.summarize([pass_at_k(len(r["samples"]), r["passed"], k) for r in scored],
-                                                          subjects, categories, task.averaging)["score"]
-                         for k in k_values(n)}
+        out["pass@k"] = {}
+        for k in k_values(n):
+            chances = [pass_at_k(len(r["samples"]), r["passed"], k) for r in scored]
+            out["pass@k"][f"pass@{k}"] = averaging.summarize(chances, subjects, categories, task.averaging)["score"]
     return {**out, **task.aggregate(scored)}
 
 
