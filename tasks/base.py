@@ -94,6 +94,9 @@ class Task:
                 continue
             doc["doc_id"] = len(docs)
             docs.append(doc)
+        if not docs:  # a run of n=0 would write a score of nothing
+            raise UserError(f"{self.title}: no usable documents in {source}"
+                            + (f" ({len(bad)} malformed rows, e.g. {bad[0]})" if bad else " (it is empty)"))
         return Documents(docs, source, malformed=len(bad), malformed_examples=bad[:5], sha256=digest)
 
     def local_rows(self, path: Path) -> tuple[list[dict | None], list[str], dict[str, str]]:

@@ -270,3 +270,48 @@ def test_interrupt_cancels_pending(serve):
         backend.generate([request(text=str(i)) for i in range(50)], on_response)
     time.sleep(0.3)
     assert len(server.seen) < 10  # the queued requests were never sent
+
+
+def trickle(h, path, p):
+    """Headers at once, then a byte every 0.2 s, forever (a stuck proxy; each read returns in time)."""
+    h.send_response(200)
+    h.send_header("Content-Type", "text/event-stream" if p.get("stream") else "application/json")
+    h.end_headers()
+    try:
+        for _ in range(300):
+            h.wfile.write(b": ping\n\n" if p.get("stream") else b" ")
+            h.wfile.flush()
+            time.sleep(0.2)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["trickled-json", "pings-only-sse"])
+def test_the_timeout_bounds_the_whole_attempt(serve, stream):
+    server = serve(trickle)
+    backend = OpenAIBackend(endpoint(server.url + "/v1", timeout_s=1.0, retries=1, backoff_s=0.01, stream=stream), "m")
+    start = time.monotonic()
+    [response] = run(backend, [request()])
+    assert time.monotonic() - start < 5.0  # two attempts of 1 s each, not 60 s of trickle
+    assert response.error == "timeout (1 s for the attempt) after 2 attempts" and response.text == ""
+
+
+def test_interrupt_cuts_requests_in_flight(serve):
+    def reply(h, path, p):
+        if p["messages"][-1]["content"] == "fast":
+            return send(h, body=chat_reply("x"))
+        trickle(h, path, p)
+    server = serve(reply)
+    backend = OpenAIBackend(endpoint(server.url + "/v1", concurrency=4, timeout_s=60.0), "m")
+
+    def on_response(i, response):
+        raise KeyboardInterrupt
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        backend.generate([request(messages=[("user", "slow")])] * 3 + [request(messages=[("user", "fast")])],
+                         on_response)
+    deadline = time.monotonic() + 2.0
+    while any(t.name.startswith("openai_api") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name.startswith("openai_api") for t in threading.enumerate())  # the process can exit now
+    assert time.monotonic() - start < 3.0

@@ -47,6 +47,21 @@ def test_report_refuses_bad_input_in_one_line(tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_report_never_deletes_what_it_did_not_write(prompt_settings, tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "runs").mkdir(parents=True)
+    (mine / "runs" / "notes.txt").write_text("my notes")
+    refused = report_cli(prompt_settings, f"out={mine}", "resamples=200")
+    assert refused.returncode == 2 and "not empty" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert (mine / "runs" / "notes.txt").read_text() == "my notes" and sorted(mine.iterdir()) == [mine / "runs"]
+    again = tmp_path / "again"
+    for _ in range(2):  # a folder the report wrote is replaced by the next report
+        assert report_cli(prompt_settings, f"out={again}", "resamples=200").returncode == 0
+    assert (again / "index.html").exists() and (again / ".glm-eval-report").exists()
+    (tmp_path / "file").write_text("x")
+    assert report_cli(prompt_settings, f"out={tmp_path / 'file'}").returncode == 2
+
+
 def chromium() -> str:
     found = os.environ.get("GLM_EVAL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:

@@ -198,6 +198,23 @@ def test_network_is_refused(watch, canary, monkeypatch, mode):
         assert expected in out.detail or "gaierror" in out.detail, out
 
 
+EARLY_EXITS = ["import sys\nsys.exit(0)", "import os\nos._exit(0)", "exit()", "quit(0)", "raise SystemExit",
+               "import sys\ntry:\n    sys.exit(0)\nfinally:\n    pass", "import os, sys\nos.close(1)\nsys.exit()",
+               "import threading, os\nthreading.Thread(target=lambda: os._exit(0)).start()\nimport time\n"
+               "time.sleep(5)"]
+
+
+def test_a_program_that_exits_before_its_tests_end_fails(watch):
+    """A completion that leaves early with status 0 (before the asserts after it) is not a pass."""
+    body = "def add(a, b):\n    return a + b\n"
+    for exit_code in EARLY_EXITS:
+        out = run_program(f"{body}{exit_code}\nassert add(2, 3) == 6, 'wrong'\n", timeout=10.0)
+        assert out.status == "failed" and "did not run to the end" in out.detail, (exit_code, out)
+    assert run_program(f"{body}assert add(2, 3) == 5\nimport sys\nsys.stdout.flush()\n").status == "passed"
+    # exiting with status 0 at the very end is still a pass only if it comes after the last line ran
+    assert run_program(f"{body}assert add(2, 3) == 5\nimport sys\nsys.exit(0)\n").status == "failed"
+
+
 def test_pass_and_assertion(watch, canary):
     ok, bad = run_programs(["def add(a, b):\n    return a + b\nassert add(2, 3) == 5",
                             "def add(a, b):\n    return a - b\nassert add(2, 3) == 5, 'add is wrong'"])
@@ -226,7 +243,7 @@ def test_run_programs_mix_keeps_order(watch, canary):
     seen = []
     outcomes = run_programs(programs, timeout=2.0, on_done=lambda i, o: seen.append((i, o)))
     assert [o.status for o in outcomes] == ["passed", "failed", "timeout", "failed", "failed", "failed",
-                                            "passed", "failed"]
+                                            "failed", "failed"]  # sys.exit(0) before the end is no pass
     assert "SyntaxError" in outcomes[5].detail and outcomes[7].detail == "exit status 4"
     assert sorted(i for i, _ in seen) == list(range(len(programs)))
     assert all(outcomes[i] is o for i, o in seen)
@@ -316,3 +333,21 @@ def test_humaneval_canonical_solutions_pass(data_dir):
     failing = {p["task_id"]: (o.status, o.detail[-300:]) for p, o in zip(problems, outcomes) if o.status != "passed"}
     assert not failing, failing
     print(f"\nHumanEval: 164 canonical programs in {time.monotonic() - start:.1f} s")
+
+
+CLEANUP_ATTACKS = {
+    "deep tree": "for _ in range(6000):\n    os.mkdir('d')\n    os.chdir('d')\n",
+    "unreadable folders": "os.makedirs('a/b/c')\nopen('a/b/c/f', 'w').write('x')\nos.chmod('a/b', 0)\nos.chmod('a', 0)\n",
+    "symlink loop": "os.mkdir('l')\nos.symlink('..', 'l/up')\nos.symlink('l', 'l/l2')\n",
+}
+
+
+@pytest.mark.parametrize("attack", list(CLEANUP_ATTACKS))
+def test_cleanup_survives_what_a_program_leaves_and_the_next_program_runs(attack, watch):
+    program = ("import os, sys\nprint(os.getcwd(), file=sys.stderr)\n" + CLEANUP_ATTACKS[attack]
+               + "assert 1 + 1 == 2\n")
+    out = run_program(program, timeout=20.0)
+    assert out.status == "passed", out  # the program's own verdict, not a sandbox error
+    workdir = out.detail.strip().splitlines()[0]
+    assert workdir.startswith(tempfile.gettempdir()) and not os.path.exists(workdir)
+    assert run_program("assert True").status == "passed"  # the same uid is usable at once

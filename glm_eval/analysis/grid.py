@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,7 @@ COLUMNS = {"gsm8k": "GSM8K", "math": "MATH", "math500": "MATH-500", "bbh": "BBH"
            "mbpp": "MBPP", "agieval": "AGIEval", "humaneval": "HumanEval", "longbench": "LongBench", "longbench_e": "LongBench-E"}
 
 
+log = logging.getLogger(__name__)
 RUNS_ELSEWHERE = "runs_elsewhere.txt"  # run folders outside results_dir (output_dir=...) that the grid includes
 PUBLISHED = "published.json"  # published rows (and the reference for Δ rows), written by a suite run
 
@@ -37,22 +39,52 @@ def register_run(results_dir: Path, output_dir: Path) -> None:
 def find_run_dirs(results_dir: Path) -> list[Path]:
     """Folders holding a metrics.json below results_dir, then the runs registered elsewhere that still exist."""
     listing = results_dir / RUNS_ELSEWHERE
-    elsewhere = [Path(p) for p in listing.read_text().splitlines()] if listing.exists() else []
-    return [p.parent for p in sorted(results_dir.glob("**/metrics.json"))] + \
-        [p for p in elsewhere if (p / "metrics.json").exists()]
+    elsewhere = []
+    if listing.exists():
+        for line in listing.read_text(errors="replace").splitlines():
+            try:
+                if line and (Path(line) / "metrics.json").is_file():
+                    elsewhere.append(Path(line))
+            except (OSError, ValueError):  # an edited listing: a line that is no path
+                log.warning(f"{listing}: skipped a line that names no run folder: {line[:80]!r}")
+    return [p.parent for p in sorted(results_dir.glob("**/metrics.json"))] + elsewhere
 
 
 def read_runs(results_dir: Path) -> list[dict]:
-    """Every readable metrics.json below results_dir and of the runs registered elsewhere."""
+    """Every usable metrics.json below results_dir and of the runs registered elsewhere. A file the grid cannot use
+    (not a glm-eval run, a field of the wrong type) is skipped and named: one odd file never fails a run."""
     runs = []
     for path in (d / "metrics.json" for d in find_run_dirs(results_dir)):
         try:
             m = json.loads(path.read_text())
-            if isinstance(m, dict) and isinstance(m.get("model"), str) and isinstance(m.get("task"), str):
-                runs.append(m)
-        except ValueError:
-            continue  # not a glm-eval run (or a broken file): the grid shows what it can read
+        except (OSError, ValueError) as e:
+            log.warning(f"{path}: unreadable ({type(e).__name__}), left out of the grid")
+            continue
+        if not (isinstance(m, dict) and isinstance(m.get("model"), str) and isinstance(m.get("task"), str)):
+            continue  # not a glm-eval run
+        problem = _unusable(m)
+        if problem:
+            log.warning(f"{path}: {problem}, left out of the grid")
+            continue
+        runs.append(m)
     return runs
+
+
+def _unusable(m: dict) -> str | None:
+    if m.get("score") is not None and (not isinstance(m["score"], (int, float)) or isinstance(m["score"], bool)):
+        return "`score` is not a number"
+    if not isinstance(m.get("finished_at", ""), str):
+        return "`finished_at` is not a string"
+    if "longbench" in m:
+        try:
+            longbench_columns(m)
+            published = m["longbench"].get("published") or {}
+            if not all(isinstance(v, dict) and all(isinstance(x, (int, float)) for x in v.values())
+                       for v in published.values()):
+                return "`longbench.published` is not a table of numbers"
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return "its `longbench` block is not LongBench's"
+    return None
 
 
 def collect(runs: list[dict]) -> pd.DataFrame:
@@ -63,9 +95,20 @@ def collect(runs: list[dict]) -> pd.DataFrame:
 
 def published_rows(results_dir: Path, fallback: dict | None = None) -> tuple[pd.DataFrame, str | None]:
     """The published rows of the last suite run in results_dir (else of `fallback`, a suite config) and their
-    reference row."""
+    reference row. A malformed published.json is skipped and named."""
     path = results_dir / PUBLISHED
-    found = json.loads(path.read_text()) if path.exists() else fallback or {}
+    found = fallback or {}
+    if path.exists():
+        try:
+            found = json.loads(path.read_text())
+            rows = found.get("rows", {})
+            if not (isinstance(rows, dict) and all(isinstance(r, dict) and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in r.values())
+                    for r in rows.values()) and isinstance(found.get("reference"), (str, type(None)))):
+                raise ValueError("not {rows: {name: {task: score}}, reference}")
+        except (OSError, ValueError, AttributeError) as e:
+            log.warning(f"{path}: unusable ({e}), its published rows are left out")
+            found = fallback or {}
     rows = pd.DataFrame.from_dict(found.get("rows", found.get("published", {})), orient="index")
     return rows, found.get("reference")
 

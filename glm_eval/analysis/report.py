@@ -34,6 +34,7 @@ OPTIONS = {"out": str,  # output folder (default report/)
            "reference": str,  # the run compared against: a run name, a model or a folder
            "resamples": whole_number}  # bootstrap and permutation resamples
 ASSETS = Path(__file__).resolve().parent / "report_assets"
+MARKER = ".glm-eval-report"  # in a folder the report wrote: only such a folder has its subfolders replaced
 STATUSES = {True: [("correct", "correct"), ("wrong", "wrong"), ("failed", "failed")],
             False: [("full", "score 1"), ("partial", "0 < score < 1"), ("zero", "score 0"), ("failed", "failed")]}
 SHARED_PREFIX = 64  # a subject's prompts store their common prefix once when it is at least this long
@@ -293,6 +294,14 @@ def build_report(root: Path, out: Path, reference: str | None = None, resamples:
     runs = find_runs([str(root)])
     if not runs:
         raise UserError(f"no runs (metrics.json + samples.jsonl) found under {root}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"out={out} is a file; give a folder for the report")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise UserError(f"out={out} is not empty and holds no earlier report ({MARKER}); give a new or empty folder "
+                        f"(the report replaces its own runs/, plots/ and assets/ and would delete what is there)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by python -m glm_eval.report; its runs/, plots/ and assets/ are replaced on "
+                              "the next report into this folder\n")
     for folder in ("assets", "runs", "plots"):
         shutil.rmtree(out / folder, ignore_errors=True)
         (out / folder).mkdir(parents=True, exist_ok=True)

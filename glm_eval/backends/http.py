@@ -25,11 +25,13 @@ import json
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from functools import cached_property
 
 import httpx
-from httpx_sse import SSEError, connect_sse
+from httpx_sse import EventSource, SSEError
 
 from glm_eval.core.config import EndpointApi, EndpointConfig
 from glm_eval.core.errors import UserError
@@ -83,6 +85,7 @@ class HTTPBackend:
             self.headers["Authorization"] = f"Bearer {key}"
         self._counts = self._zero_counts()
         self._lock = threading.Lock()  # retries are counted in worker threads
+        self._open: set[httpx.Response] = set()  # responses being read: closed on cancel
 
     @staticmethod
     def _zero_counts() -> dict:
@@ -132,22 +135,45 @@ class HTTPBackend:
                     if on_text and response.error is None:  # whole replies only: heard once, complete
                         on_text(futures[future], response.text)
                     on_response(futures[future], response)
-            finally:  # Ctrl-C or a failing callback: drop what has not started, stop retrying what has
-                cancelled.set()
+            finally:  # Ctrl-C or a failing callback: drop what has not started, stop retrying what has,
+                cancelled.set()  # and cut what is in flight (its worker returns at once; nothing is recorded)
                 pool.shutdown(wait=False, cancel_futures=True)
+                with self._lock:
+                    in_flight = list(self._open)
+                for response in in_flight:
+                    response.close()
+
+    @contextmanager
+    def exchange(self, client: httpx.Client, url: str, payload: dict, deadline: float, sse: bool = False):
+        """POST `payload` and yield the streamed response. When the attempt's deadline passes (or the run is
+        cancelled) the response is closed, which ends the read in progress: a server that trickles a byte a
+        second, or streams only keep-alive pings, cannot hold a run past model.endpoint.timeout_s."""
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"} if sse else None
+        with client.stream("POST", url, json=payload, headers=headers) as response:
+            with self._lock:
+                self._open.add(response)
+            timer = threading.Timer(max(0.0, deadline - time.monotonic()), response.close)
+            timer.daemon = True
+            timer.start()
+            try:
+                yield response
+            finally:
+                timer.cancel()
+                with self._lock:
+                    self._open.discard(response)
 
     def before(self, requests: list[GenerationRequest]) -> None:  # warnings about a whole batch
         pass
 
-    def post(self, client: httpx.Client, req: GenerationRequest) -> tuple[str, str, int]:
-        """One attempt: (text, finish_reason, completion tokens); raises Retryable or Fatal."""
+    def post(self, client: httpx.Client, req: GenerationRequest, deadline: float) -> tuple[str, str, int]:
+        """One attempt, through `exchange`: (text, finish_reason, completion tokens); raises Retryable or Fatal."""
         raise NotImplementedError
 
     def _answer(self, client: httpx.Client, req: GenerationRequest, cancelled: threading.Event) -> Response:
         attempts = max(0, self.cfg.retries) + 1
         for attempt in range(attempts):
             try:
-                text, finish_reason, num_tokens = self._attempt(client, req)
+                text, finish_reason, num_tokens = self._classify(client, req)
                 return self._cut_at_stop(req, Response(text=text, num_tokens=num_tokens, finish_reason=finish_reason))
             except Fatal as e:
                 return Response(finish_reason="error", error=str(e))
@@ -164,8 +190,19 @@ class HTTPBackend:
         raise AssertionError("unreachable")
 
     def _attempt(self, client: httpx.Client, req: GenerationRequest) -> tuple[str, str, int]:
+        deadline = time.monotonic() + self.cfg.timeout_s
         try:
-            return self.post(client, req)
+            return self.post(client, req, deadline)
+        except Fatal:
+            raise
+        except Exception:
+            if time.monotonic() < deadline:
+                raise
+            raise Retryable(f"timeout ({self.cfg.timeout_s:g} s for the attempt)") from None
+
+    def _classify(self, client: httpx.Client, req: GenerationRequest) -> tuple[str, str, int]:
+        try:
+            return self._attempt(client, req)
         except httpx.TimeoutException:
             raise Retryable(f"timeout ({self.cfg.timeout_s:g} s)") from None
         except SSEError:  # a 200 that is not an event stream
@@ -247,18 +284,18 @@ class OpenAIBackend(HTTPBackend):
             payload["seed"] = req.seed
         return payload
 
-    def post(self, client: httpx.Client, req: GenerationRequest) -> tuple[str, str, int]:
+    def post(self, client: httpx.Client, req: GenerationRequest, deadline: float) -> tuple[str, str, int]:
         if not self.cfg.stream:
-            response = client.post(self.url, json=self.payload(req))
-            self.check_status(response)
-            data = response.json()
+            with self.exchange(client, self.url, self.payload(req), deadline) as response:
+                self.check_status(response)
+                data = json.loads(response.read())
             choice = data["choices"][0]
             text = choice["message"]["content"] if self.api == EndpointApi.chat else choice["text"]
             return _string(text), choice.get("finish_reason") or "eos", self._tokens(data)
-        with connect_sse(client, "POST", self.url, json=self.payload(req)) as source:
-            self.check_status(source.response)
+        with self.exchange(client, self.url, self.payload(req), deadline, sse=True) as response:
+            self.check_status(response)
             parts, finish_reason, num_tokens, done = [], None, 0, False
-            for event in source.iter_sse():  # comments (`: ping`) never reach here
+            for event in EventSource(response).iter_sse():  # comments (`: ping`) never reach here
                 if not event.data.strip():
                     continue
                 if event.data.strip() == "[DONE]":
@@ -305,7 +342,8 @@ class ChatGLMBackend(HTTPBackend):
         return {"prompt": query, "history": history, "max_length": self.cfg.max_length,
                 "max_new_tokens": req.max_new_tokens, "top_p": req.top_p, "temperature": req.temperature}
 
-    def post(self, client: httpx.Client, req: GenerationRequest) -> tuple[str, str, int]:
-        response = client.post(self.cfg.url, json=self.payload(req))
-        self.check_status(response)
-        return _string(response.json()["response"]), "eos", 0
+    def post(self, client: httpx.Client, req: GenerationRequest, deadline: float) -> tuple[str, str, int]:
+        with self.exchange(client, self.cfg.url, self.payload(req), deadline) as response:
+            self.check_status(response)
+            data = json.loads(response.read())
+        return _string(data["response"]), "eos", 0

@@ -6,13 +6,12 @@ import hashlib
 import importlib.util
 import logging
 import shutil
-import tempfile
 from functools import cached_property
 from pathlib import Path
 
 from glm_eval.core.config import ModelConfig
 from glm_eval.core.errors import UserError
-from glm_eval.core.files import cache_root
+from glm_eval.core.files import cache_root, temporary_folder
 from glm_eval.glm.checkpoints import is_chatglm_layout, load_chatglm, local_folder, read_config
 
 log = logging.getLogger(__name__)
@@ -99,8 +98,7 @@ class ModelSource:
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
         model.hf_quantizer = None  # save_pretrained refuses a model that still looks GGUF-quantised
         del model.config.quantization_config
-        self.converted.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.converted.parent, prefix=".tmp-"))
+        tmp = temporary_folder(self.converted.parent, ".tmp-")
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         try:

@@ -151,7 +151,7 @@ class SuiteConfig:
 class EvalConfig:
     task: TaskConfig = MISSING
     model: ModelConfig = MISSING
-    limit: Optional[int] = field(default=None, metadata=at_least(0))  # first N documents
+    limit: Optional[int] = field(default=None, metadata=at_least(1))  # first N documents (of each subject, LongBench)
     data_dir: Optional[str] = None  # local data root; default env GLM_EVAL_DATA, else the HF hub
     results_dir: str = "results"
     output_dir: str = "${results_dir}/${model.name}/${task.name}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -21,6 +22,45 @@ def cache_root(configured: str | None = None) -> Path:
     return Path(root).expanduser()
 
 
+def writable_folder(path: Path, option: str) -> None:
+    """Raise UserError unless `path` is (or can be made) a folder this process can write into: checked before a
+    run's work, not after it."""
+    from glm_eval.core.errors import UserError
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".glm-eval-write-check-"):
+            pass
+    except OSError as e:
+        raise UserError(f"{option}={path} is not a writable folder ({e.strerror or type(e).__name__}); "
+                        f"give another {option}") from None
+
+
+def temporary_folder(parent: Path, prefix: str) -> Path:
+    """A new folder `<prefix><pid>-<random>` in `parent` for a result built in place and renamed when complete.
+    First removes the ones whose process is gone (a conversion killed halfway leaves hundreds of MB)."""
+    import shutil
+    parent.mkdir(parents=True, exist_ok=True)
+    for old in parent.glob(f"{glob_escape(prefix)}*"):
+        pid = old.name[len(prefix):].split("-", 1)[0]
+        if old.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}{os.getpid()}-"))
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -28,7 +68,7 @@ def file_sha256(path: Path) -> str:
 def read_jsonl(path: Path) -> tuple[list[dict | None], list[str]]:
     """Rows of a JSON-lines file (None for a line that is not a JSON object) and the problems found."""
     rows, bad = [], []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:  # bytes that are no UTF-8 make a malformed row
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -55,8 +95,19 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def finite(value):
+    """`value` with NaN and infinities (a mean of nothing, a stderr of one) as None: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def write_json(path: Path, payload) -> None:
-    write_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(path, json.dumps(finite(payload), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

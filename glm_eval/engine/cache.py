@@ -3,7 +3,8 @@
 Key = sha256(backend fingerprint + request identity: exact prompt tokens and every generation parameter).
 Each response is committed as soon as the backend returns it, so a run killed with SIGKILL loses at most
 the requests in flight. WAL mode plus a busy timeout lets concurrent runs read and write the same file.
-Failed requests are never stored.
+Failed requests are never stored. A cache that cannot be opened, read or written (corrupt, read-only, a folder
+that is a file, a full disk) is one line naming the file and the fixes, checked before any model loads.
 """
 from __future__ import annotations
 
@@ -13,17 +14,28 @@ import sqlite3
 from dataclasses import asdict
 from pathlib import Path
 
+from glm_eval.core.errors import UserError
 from glm_eval.core.protocol import Request, Response
 
 
 class ResponseCache:
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)  # autocommit: every put is durable
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)  # autocommit: every put is durable
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self.db.execute("BEGIN IMMEDIATE")  # can this process write? (a read-only file opens read-only)
+            self.db.execute("ROLLBACK")
+        except (OSError, sqlite3.Error) as e:
+            raise self._unusable(e) from None
+
+    def _unusable(self, error: Exception) -> UserError:
+        return UserError(f"the response cache {self.path} is unusable ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0][:120]}); set cache_dir=<a writable folder>, or move the file "
+                         f"aside and rerun")
 
     @staticmethod
     def key(fingerprint: str, request: Request) -> str:
@@ -32,16 +44,25 @@ class ResponseCache:
 
     def get_many(self, keys: list[str]) -> dict[str, Response]:
         found = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, value in self.db.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk):
-                found[key] = Response(**json.loads(value))
+        try:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, value in self.db.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk):
+                    try:
+                        found[key] = Response(**json.loads(value))
+                    except (ValueError, TypeError):  # a damaged row: asked again, then replaced
+                        continue
+        except sqlite3.Error as e:
+            raise self._unusable(e) from None
         return found
 
     def put(self, key: str, response: Response) -> None:
         if response.error is None:
-            self.db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, json.dumps(asdict(response))))
+            try:
+                self.db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, json.dumps(asdict(response))))
+            except sqlite3.Error as e:
+                raise self._unusable(e) from None
 
     def close(self) -> None:
         self.db.close()

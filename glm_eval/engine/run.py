@@ -17,7 +17,7 @@ from glm_eval.analysis.grid import rebuild_grid, register_run, write_published
 from glm_eval.core.config import Backend as BackendKind
 from glm_eval.core.config import EndpointApi, EvalConfig
 from glm_eval.core.errors import UserError
-from glm_eval.core.files import cache_root
+from glm_eval.core.files import cache_root, writable_folder
 from glm_eval.core.protocol import Backend, GenerationRequest, LoglikelihoodRequest, Request, Response
 from glm_eval.engine.cache import ResponseCache
 from glm_eval.engine.records import make_record, prompt_of, score_records, summarize, versions, write_run
@@ -144,9 +144,15 @@ def evaluate_task(cfg: EvalConfig, loaded: LoadedModel, task: Task) -> dict | No
         show_prompts(per_doc, cfg.show_prompts)
         return None
 
-    backend = loaded.backend
-    flat = [(d, r) for d, reqs in enumerate(per_doc) for r in reqs]
-    answered = answer(cfg, backend, flat, len(per_doc))
+    writable_folder(Path(cfg.output_dir), "output_dir")  # before the work, not after it
+    writable_folder(Path(cfg.results_dir), "results_dir")
+    cache = ResponseCache(cache_root(cfg.cache_dir) / "responses.sqlite")
+    try:
+        backend = loaded.backend
+        flat = [(d, r) for d, reqs in enumerate(per_doc) for r in reqs]
+        answered = answer(cfg, backend, cache, flat, len(per_doc))
+    finally:
+        cache.close()
     by_doc: list[list[Response]] = [[] for _ in per_doc]
     for (d, _), response in zip(flat, answered.responses):
         by_doc[d].append(response)
@@ -201,10 +207,10 @@ class Answered:
     seconds: float
 
 
-def answer(cfg: EvalConfig, backend: Backend, flat: list[tuple[int, Request]], num_docs: int) -> Answered:
+def answer(cfg: EvalConfig, backend: Backend, cache: ResponseCache, flat: list[tuple[int, Request]],
+           num_docs: int) -> Answered:
     """Answer every request: from the response cache where possible, else from the backend, writing each
     new response through to the cache the moment it arrives. The progress bar counts documents."""
-    cache = ResponseCache(cache_root(cfg.cache_dir) / "responses.sqlite")
     keys = [ResponseCache.key(backend.info.fingerprint, r) for _, r in flat]
     cached = {} if cfg.overwrite else cache.get_many(keys)
     responses: list[Response | None] = [cached.get(k) for k in keys]
@@ -242,7 +248,5 @@ def answer(cfg: EvalConfig, backend: Backend, flat: list[tuple[int, Request]], n
         print(f"interrupted: {done}/{len(responses)} responses are cached; rerun the same command to resume",
               file=sys.stderr)
         raise SystemExit(130)
-    finally:
-        cache.close()
     bar.close()
     return Answered(responses, len(pending), tokens, time.time() - started)

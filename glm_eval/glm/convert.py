@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
@@ -21,6 +20,7 @@ from glm_eval.glm.checkpoints import (converted_shards, glm_config, is_chatglm_l
                                   rope_mode, weight_files)
 from glm_eval.core.cli import boolean, one_of, parse_args
 from glm_eval.core.errors import UserError
+from glm_eval.core.files import temporary_folder
 
 DTYPES = ("bfloat16", "float16", "float32")
 
@@ -45,8 +45,7 @@ def convert(source: str, out: Path, dtype: str | None = None, rope: str | None =
         raise UserError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     tokenizer = load_glm_tokenizer(folder)  # before writing anything: a missing tokenizer.model fails early
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp = temporary_folder(out.parent, f".{out.name}.tmp-")
     try:
         count, weight_map, total = len(weight_files(folder)), {}, 0
         shards = tqdm(converted_shards(folder, glm), total=count, unit="shard", desc=f"converting {folder.name}")

@@ -39,6 +39,7 @@ import fcntl
 import json
 import math
 import os
+import secrets
 import selectors
 import shutil
 import signal
@@ -78,9 +79,9 @@ def run_program(source: str, timeout: float = 10.0, memory_mb: int = 1024, cpu_s
     """Run one program in the sandbox and wait for it (at most `timeout` seconds, wall clock).
 
     `cpu_seconds` defaults to ceil(timeout) + 1 per process, so for a single-threaded program the wall clock
-    decides. "passed" means exit status 0: as in the reference harnesses, a program that exits early with
-    status 0 (``sys.exit()``) passes. Never raises for a bad program; "error" only when the sandbox itself
-    cannot run it.
+    decides. "passed" means the program ran to its last line and exited with status 0: one that leaves early
+    (``sys.exit(0)``, ``os._exit(0)``, ``exit()``) before its tests ran fails, as in OpenAI's human-eval. Never
+    raises for a bad program; "error" only when the sandbox itself cannot run it.
     """
     return _run(source, timeout, memory_mb, cpu_seconds)[0]
 
@@ -166,7 +167,7 @@ def isolation() -> dict:
 _BOOTSTRAP = r'''
 import json, os, resource, sys
 cfg = json.loads(sys.argv[1])
-ready = cfg["ready"]
+ready, done, nonce = cfg["ready"], cfg["done"], cfg["nonce"]
 try:
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
@@ -258,6 +259,7 @@ del cfg, ready, json, resource, site, types
 with open(path, "rb") as f:
     code = compile(f.read(), path, "exec")
 exec(code, main.__dict__)
+os.write(done, nonce.encode())  # the last line ran: only now can the parent count an exit status 0 as a pass
 '''
 
 # Run as the sandbox uid: kill(-1) signals every process that uid may signal -- exactly that uid's processes --
@@ -272,7 +274,7 @@ _KILL_ALL = ("import os, sys\nu = int(sys.argv[1])\nos.setgroups([])\nos.setresg
 def _run(source: str, timeout: float, memory_mb: int, cpu_seconds: int | None,
          abort: threading.Event | None = None) -> tuple[Outcome, dict]:
     start = time.monotonic()
-    uid = lock_fd = workdir = proc = ready_r = None
+    uid = lock_fd = workdir = proc = ready_r = done_r = None
     report: dict = {}
     try:
         if os.geteuid() == 0:
@@ -288,7 +290,9 @@ def _run(source: str, timeout: float, memory_mb: int, cpu_seconds: int | None,
         cpu = max(1, int(cpu_seconds if cpu_seconds is not None else math.ceil(timeout) + 1))
         memory = max(1, int(memory_mb)) * 2**20
         ready_r, ready_w = os.pipe()
-        cfg = {"ready": ready_w, "uid": uid, "ppid": os.getpid(), "nproc": NPROC, "netns": not _FORCE_AUDIT,
+        done_r, done_w = os.pipe()  # the bootstrap writes `nonce` here after the program's last line
+        nonce = secrets.token_hex(16)
+        cfg = {"ready": ready_w, "done": done_w, "nonce": nonce, "uid": uid, "ppid": os.getpid(), "nproc": NPROC, "netns": not _FORCE_AUDIT,
                "path": _python_layout()[0], "reveal": _python_layout()[1] if uid is not None else {},
                # soft < hard CPU limit: SIGXCPU first (reported as a timeout), SIGKILL a second later
                "limits": {"RLIMIT_AS": (memory, memory), "RLIMIT_CPU": (cpu, cpu + 1),
@@ -301,17 +305,20 @@ def _run(source: str, timeout: float, memory_mb: int, cpu_seconds: int | None,
             # business; the bootstrap sets the sys.path that site would have built.
             proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _BOOTSTRAP, json.dumps(cfg), program],
                                     cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, pass_fds=(ready_w,), start_new_session=True)
+                                    stderr=subprocess.PIPE, pass_fds=(ready_w, done_w), start_new_session=True)
         finally:
             os.close(ready_w)
+            os.close(done_w)
         timed_out, tail = _wait(proc, start + timeout, abort)
         seconds = time.monotonic() - start
         _kill(proc.pid, uid)                     # before reaping, so that the group id cannot be reused meanwhile
         tail += _drain(proc.stderr.fileno())
         proc.wait()
         report = _read_report(ready_r)
+        os.set_blocking(done_r, False)
+        completed = (_read(done_r) or b"") == nonce.encode()
         return _outcome(proc.returncode, timed_out, timeout, cpu, report, _tail_text(tail), seconds,
-                        abort is not None and abort.is_set()), report
+                        abort is not None and abort.is_set(), completed), report
     except Exception as e:  # the sandbox itself failed: no free uid slot, no temporary directory, cannot spawn
         return Outcome("error", f"sandbox: {type(e).__name__}: {e}", time.monotonic() - start), report
     finally:
@@ -321,18 +328,19 @@ def _run(source: str, timeout: float, memory_mb: int, cpu_seconds: int | None,
                 _kill(proc.pid, uid, check=False)
                 proc.wait()
             proc.stderr.close()
-        if ready_r is not None:
-            os.close(ready_r)
+        for fd in (ready_r, done_r):
+            if fd is not None:
+                os.close(fd)
         if uid is not None:
             _remove_owned(uid)
         if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
+            _remove_tree(workdir)
         if lock_fd is not None:
             os.close(lock_fd)                    # releases the uid slot
 
 
 def _outcome(rc: int, timed_out: bool, timeout: float, cpu: int, report: dict, text: str, seconds: float,
-             aborted: bool) -> Outcome:
+             aborted: bool, completed: bool) -> Outcome:
     def with_text(why: str) -> str:
         return f"{why}\n{text}" if text else why
 
@@ -347,8 +355,11 @@ def _outcome(rc: int, timed_out: bool, timeout: float, cpu: int, report: dict, t
     if timed_out:
         return Outcome("timeout", with_text(f"timed out after {timeout:g} s (wall clock); process group killed"),
                        seconds)
-    if rc == 0:
+    if rc == 0 and completed:
         return Outcome("passed", text, seconds)
+    if rc == 0:
+        return Outcome("failed", with_text("exited with status 0 before its last line ran (sys.exit, os._exit): "
+                                           "its tests did not run to the end"), seconds)
     if rc == -signal.SIGXCPU:
         return Outcome("timeout", with_text(f"CPU time limit of {cpu} s exceeded"), seconds)
     if rc < 0:
@@ -584,8 +595,25 @@ def _remove_owned(uid: int) -> None:
                 if entry.stat(follow_symlinks=False).st_uid != uid:
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
+                    _remove_tree(entry.path)
                 else:
                     os.unlink(entry.path)
             except OSError:
                 pass
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a folder whatever a program made in it -- a tree thousands of levels deep (shutil.rmtree recurses
+    and raises RecursionError), folders it made unreadable, symlink loops -- and never raise: a program must not
+    turn its own outcome into a sandbox error, nor break the next program on its uid."""
+    try:
+        shutil.rmtree(path)
+        return
+    except (OSError, RecursionError):
+        pass
+    for command in (["chmod", "-R", "u+rwx", path], ["rm", "-rf", "--one-file-system", path]):  # iterative (fts)
+        try:
+            subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=600)
+        except (OSError, subprocess.SubprocessError):
+            pass

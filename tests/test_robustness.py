@@ -1,0 +1,90 @@
+"""Hostile and clumsy inputs around finished runs: odd files in a results folder never fail a run."""
+import json
+import os
+
+import pytest
+from conftest import run_eval
+
+from glm_eval.analysis.grid import rebuild_grid
+from glm_eval.core.errors import UserError
+from glm_eval.core.files import temporary_folder, write_json
+
+
+def write_metrics(folder, **metrics):
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_odd_files_in_results_dir_are_named_and_skipped(tmp_path, data_dir, capsys):
+    results = tmp_path / "results"
+    write_metrics(results / "good" / "gsm8k", model="good", task="gsm8k", score=0.5, finished_at="2026-01-01")
+    write_metrics(results / "a" / "gsm8k", model="a", task="gsm8k", score="high")
+    write_metrics(results / "b" / "gsm8k", model="b", task="gsm8k", score=0.1, finished_at=5)
+    write_metrics(results / "c" / "longbench", model="c", task="longbench", score=0.1, longbench="x")
+    write_metrics(results / "d" / "longbench", model="d", task="longbench", score=0.1,
+                  longbench={"table": "longbench", "published": {"X": {"Avg": "fifty"}}})
+    (results / "e" / "gsm8k").mkdir(parents=True)
+    (results / "e" / "gsm8k" / "metrics.json").write_bytes(b"\xff\xfe{garbage")
+    (results / "published.json").write_text(json.dumps({"rows": {"X": {"gsm8k": "72.3"}}, "reference": "X"}))
+    (results / "runs_elsewhere.txt").write_text("/nonexistent/run\n\x00bad\n")
+    capsys.readouterr()
+    grid = rebuild_grid(results)
+    assert list(grid.index) == ["good"] and grid.loc["good", "GSM8K"] == 50.0
+    err = capsys.readouterr().err
+    for bad in ("a/gsm8k/metrics.json", "b/gsm8k/metrics.json", "c/longbench/metrics.json",
+                "d/longbench/metrics.json", "e/gsm8k/metrics.json", "published.json"):
+        assert bad in err, (bad, err)
+    assert all(line.startswith("warning: ") for line in err.splitlines())
+    # a real run into that folder succeeds and lands in the grid
+    metrics = run_eval("task=gsm8k", "limit=1", "gen.max_new_tokens=8", f"data_dir={data_dir}",
+                       f"results_dir={results}", "progress=false")
+    assert metrics["n"] == 1 and "smollm2-135m-instruct" in (results / "grid.md").read_text()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01\xff\xfe garbage\n\x89PNG\r\n", b'{"question": "q"}\n[1, 2]\n{"x"\n'],
+                         ids=["empty", "binary", "all-malformed"])
+def test_a_data_file_without_usable_documents_is_one_line(tmp_path, content):
+    (tmp_path / "gsm8k").mkdir()
+    (tmp_path / "gsm8k" / "test.jsonl").write_bytes(content)
+    with pytest.raises(UserError, match=r"GSM8K: no usable documents in .*gsm8k/test.jsonl") as error:
+        run_eval("task=gsm8k", f"data_dir={tmp_path}")
+    assert "\n" not in str(error.value)
+
+
+def test_metrics_never_hold_nan(tmp_path):
+    """A mean of nothing or a stderr of one document is NaN in Python, which JSON cannot hold: it is written null."""
+    write_json(tmp_path / "m.json", {"score": float("nan"), "stderr": float("inf"), "x": [1.5, float("-inf")]})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"score": None, "stderr": None, "x": [1.5, None]}
+
+
+@pytest.mark.parametrize("case", ["cache_dir is a file", "corrupt cache", "output_dir under a file",
+                                  "results_dir under a file"])
+def test_unusable_folders_and_caches_are_one_line_before_generating(case, tmp_path, data_dir, monkeypatch):
+    from glm_eval.backends import hf
+    monkeypatch.setattr(hf.HFBackend, "__init__", lambda *a: pytest.fail("the weights were loaded"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cache = tmp_path / "cache"
+    overrides = {"cache_dir is a file": [f"cache_dir={blocker}"],
+                 "corrupt cache": [f"cache_dir={cache}"],
+                 "output_dir under a file": [f"cache_dir={cache}", f"output_dir={blocker}/run"],
+                 "results_dir under a file": [f"cache_dir={cache}", f"results_dir={blocker}/results"]}[case]
+    if case == "corrupt cache":
+        cache.mkdir()
+        (cache / "responses.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 8)
+    with pytest.raises(UserError) as error:
+        run_eval("task=gsm8k", "limit=1", f"data_dir={data_dir}", *overrides)
+    message = str(error.value)
+    assert "\n" not in message
+    assert ("responses.sqlite" in message and "cache_dir=" in message) if "cache" in case else "not a writable" in message
+
+
+def test_an_interrupted_conversion_is_cleaned_up_on_the_next_start(tmp_path):
+    models = tmp_path / "models"
+    dead = models / ".tmp-999999999-abcd"  # no such process: a conversion killed halfway
+    dead.mkdir(parents=True)
+    (dead / "model.safetensors").write_bytes(b"\0" * 1024)
+    running = models / f".tmp-{os.getpid()}-efgh"  # a live conversion in another run sharing the cache
+    running.mkdir()
+    new = temporary_folder(models, ".tmp-")
+    assert not dead.exists() and running.exists() and new.is_dir() and new.name.startswith(f".tmp-{os.getpid()}-")
