@@ -3,11 +3,13 @@ import json
 import os
 
 import pytest
-from conftest import run_eval
+from conftest import run_command, run_eval
 
 from glm_eval.analysis.grid import rebuild_grid
 from glm_eval.core.errors import UserError
 from glm_eval.core.files import temporary_folder, write_json
+from glm_eval.engine.rescore import main as rescore_main
+from glm_eval.engine.serve import main as serve_main
 
 
 def write_metrics(folder, **metrics):
@@ -88,3 +90,30 @@ def test_an_interrupted_conversion_is_cleaned_up_on_the_next_start(tmp_path):
     running.mkdir()
     new = temporary_folder(models, ".tmp-")
     assert not dead.exists() and running.exists() and new.is_dir() and new.name.startswith(f".tmp-{os.getpid()}-")
+
+
+@pytest.mark.parametrize("damage", ["no config.yaml", "YAML error", "unknown key", "truncated metrics.json",
+                                    "truncated last line"])
+def test_rescore_of_a_damaged_run_folder_is_one_line(damage, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("task:\n  name: gsm8k\n")
+    (run / "metrics.json").write_text("{}")
+    (run / "samples.jsonl").write_text('{"doc_id": 0, "output": "4", "gold": "4"}\n')
+    if damage == "no config.yaml":
+        (run / "config.yaml").unlink()
+    elif damage == "YAML error":
+        (run / "config.yaml").write_text("task: [unclosed\n")
+    elif damage == "unknown key":
+        (run / "config.yaml").write_text("tsak: {}\n")
+    elif damage == "truncated metrics.json":
+        (run / "metrics.json").write_text('{"score": 0.')
+    else:
+        (run / "samples.jsonl").write_text('{"doc_id": 0, "output": "4", "gold": "4"}\n{"doc_id": 1, "out')
+    result = run_command(rescore_main, run)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_port_out_of_range():
+    result = run_command(serve_main, "model=smollm2-135m-instruct", "port=70000")
+    assert result.returncode == 2 and "port=70000" in result.stderr and len(result.stderr.splitlines()) == 1

@@ -19,6 +19,12 @@ def whole_number(text: str) -> int:
     return int(text)
 
 
+def port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError("must be a port number from 1 to 65535")
+    return int(text)
+
+
 def boolean(text: str) -> bool:
     if text.lower() not in ("true", "false"):
         raise ValueError("must be true or false")

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from yaml import YAMLError
 
 from glm_eval.analysis.grid import rebuild_grid
 from glm_eval.core.cli import parse_args
@@ -23,7 +25,7 @@ def rescore(run_dir: Path) -> dict:
         cfg = OmegaConf.merge(OmegaConf.structured(EvalConfig), OmegaConf.load(run_dir / "config.yaml"))
         rows, bad = read_jsonl(run_dir / "samples.jsonl")
         metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, YAMLError, OmegaConfBaseException) as e:  # no config.yaml, bad YAML or JSON
         raise UserError(f"{run_dir}: not a readable run ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     if bad or any(r is None for r in rows):
         raise UserError(f"{run_dir}/samples.jsonl has {len(bad) or rows.count(None)} unreadable lines, e.g. "

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from glm_eval.core.cli import parse_args, whole_number
+from glm_eval.core.cli import parse_args, port
 from glm_eval.core.errors import UserError
 from glm_eval.core.protocol import Backend, GenerationRequest, Prompt, Response
 from glm_eval.engine.overrides import validate
@@ -257,7 +257,7 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
 
 USAGE = "usage: python -m glm_eval.serve model=<name> [host=127.0.0.1] [port=8000] [api_key_env=VAR] [batch.*=…]"
 OPTIONS = {"host": str,  # address to bind (default loopback)
-           "port": whole_number,
+           "port": port,
            "api_key_env": str}  # environment variable holding the bearer key requests must carry
 
 
