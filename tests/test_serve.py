@@ -238,3 +238,32 @@ def test_server_checks_keys_bodies_and_lengths():
         pieces = [c["delta"].get("content", "") for c in chunks]
         assert chunks[0]["delta"]["role"] == "assistant" and chunks[-1]["finish_reason"] == "stop"
         assert "".join(pieces) == reply and len([p for p in pieces if p]) > 2
+
+
+def test_bad_fields_are_400_and_never_reach_the_engine():
+    engine = BatchingEngine(EchoBackend())
+    client = TestClient(make_app(CharRenderer(), engine, "echo"))
+    chat = {"messages": [{"role": "user", "content": "hello"}]}
+    for bad in ({"stop": [5]}, {"top_p": -1}, {"top_p": 0}, {"temperature": "hot"}, {"seed": 2**70}, {"seed": -1},
+                {"max_tokens": 0}, {"stream": [1]}, {"messages": [{"role": "user"}]}, {"stop": ["x"] * 100}):
+        reply = client.post("/v1/chat/completions", json={**chat, **bad})
+        assert reply.status_code == 400 and reply.json()["detail"], (bad, reply.text)
+    for path, bad in (("/v1/completions", {"prompt": 5}), ("/v1/completions", {"prompt": ["a", "b"]}),
+                      ("/", {"prompt": "hi", "history": [["only one"]]}), ("/", {"prompt": "hi", "top_p": 2})):
+        assert client.post(path, json=bad).status_code == 400, (path, bad)
+    assert engine.requests == 0  # none reached the engine
+    # a well-formed request with the largest seed and a huge max_tokens is answered (capped to the context)
+    ok = client.post("/v1/chat/completions", json={**chat, "seed": 2**63 - 1, "max_tokens": 10**9, "temperature": 0.5})
+    assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == "5 tokens"
+
+
+def test_bodies_are_bounded_and_health_stays_up():
+    client = TestClient(make_app(CharRenderer(), BatchingEngine(EchoBackend()), "echo"))
+    huge = b'{"messages": [{"role": "user", "content": "' + b"x" * (9 << 20) + b'"}]}'
+    assert client.post("/v1/chat/completions", content=huge,
+                       headers={"Content-Type": "application/json"}).status_code == 413
+    chunked = client.post("/v1/chat/completions", content=iter([b'{"messages": []}']),
+                          headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 411
+    assert client.get("/health").json()["status"] == "ok"
+

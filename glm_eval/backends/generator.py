@@ -293,7 +293,7 @@ class SlotGenerator:
                 req = requests[i]
                 rng = None
                 if req.temperature > 0:
-                    rng = torch.Generator().manual_seed(req.seed * 1_000_003 + req.sample_index)
+                    rng = torch.Generator().manual_seed((req.seed * 1_000_003 + req.sample_index) % 2**63)
                 group.append(_Row(i, req, position=len(req.prompt.token_ids), rng=rng))
             prefill, mask, logits = self._prefill(group)
             used = free[:len(group)]

@@ -24,11 +24,48 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from glm_eval.core.cli import parse_args, port
 from glm_eval.core.errors import UserError
 from glm_eval.core.protocol import Backend, GenerationRequest, Prompt, Response
 from glm_eval.engine.overrides import validate
+
+
+MAX_BODY = 8 << 20  # bytes: a 32K-token conversation is well under 1 MB; a 50 MB body would stall everyone
+
+
+class Sampling(BaseModel):
+    """The generation fields a request may set, typed and bounded as vLLM's OpenAI server checks them: a request
+    with a bad field is answered 400 and never reaches the engine (where it would fail its batch-mates)."""
+    model_config = ConfigDict(extra="ignore")  # fields of the APIs we do not use (n, logprobs, user, …)
+    temperature: float | None = Field(None, ge=0, le=100)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = Field(None, max_length=64)
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1)
+
+
+class Message(BaseModel):
+    role: str = "user"
+    content: str
+
+
+class ChatBody(Sampling):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class CompletionBody(Sampling):
+    prompt: str | list[str]
+
+
+class LegacyBody(Sampling):  # api.py: {prompt, history, max_length, top_p, temperature}
+    prompt: str
+    history: list[Message | tuple[str, str]] | None = None
+    max_length: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)
 
 
 @dataclass
@@ -127,25 +164,42 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
             return JSONResponse({"error": {"message": "invalid or missing API key", "type": "auth"}}, 401)
         return await call_next(request)
 
-    async def body_of(request: Request) -> dict:
+    @app.middleware("http")
+    async def bound_body(request: Request, call_next):
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit():
+                return JSONResponse({"error": {"message": "a body needs a Content-Length", "type": "invalid"}}, 411)
+            if int(length) > MAX_BODY:
+                return JSONResponse({"error": {"message": f"the body has {length} bytes; at most {MAX_BODY}",
+                                               "type": "invalid"}}, 413)
+        return await call_next(request)
+
+    async def body_of(request: Request, model: type[BaseModel]):
         try:
-            body = await request.json()
+            body = json.loads(await request.body())
         except ValueError:
             raise HTTPException(400, "the body is not JSON")
         if not isinstance(body, dict):
             raise HTTPException(400, "the body must be a JSON object")
-        return body
+        try:
+            return model.model_validate(body)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise HTTPException(400, f"{where}: {first['msg']}") from None
 
-    def generation(prompt: Prompt, body: dict, max_new_default: int, max_new: int | None = None) -> GenerationRequest:
+    def generation(prompt: Prompt, body: Sampling, max_new_default: int, max_new: int | None = None,
+                   temperature: float = 1.0, top_p: float = 1.0) -> GenerationRequest:
         if len(prompt.token_ids) >= context:
             raise HTTPException(400, f"the prompt has {len(prompt.token_ids)} tokens; the context is {context}")
-        stop = body.get("stop") or ()
-        temperature = body.get("temperature")
+        stop = body.stop or ()
         return GenerationRequest(
             prompt=prompt, stop=tuple([stop] if isinstance(stop, str) else stop),
             max_new_tokens=max(1, min(max_new or max_new_default, context - len(prompt.token_ids))),
-            temperature=float(1.0 if temperature is None else temperature), top_p=float(body.get("top_p") or 1.0),
-            seed=int(body.get("seed") or uuid.uuid4().int % 2**31))
+            temperature=temperature if body.temperature is None else body.temperature,
+            top_p=top_p if body.top_p is None else body.top_p,
+            seed=uuid.uuid4().int % 2**31 if body.seed is None else body.seed)
 
     async def answer(request: GenerationRequest) -> Response:
         response = await engine.generate(request)
@@ -191,17 +245,13 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        body = await body_of(request)
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
-            raise HTTPException(400, "messages must be a non-empty list of {role, content}")
-        if messages[-1].get("role") == "assistant":
+        body = await body_of(request, ChatBody)
+        if body.messages[-1].role == "assistant":
             raise HTTPException(400, "the last message must not be the assistant's")
-        prompt = renderer.render_messages(tuple((m.get("role", "user"), m["content"]) for m in messages))
-        request_ = generation(prompt, body, 1024, body.get("max_tokens") or body.get("max_completion_tokens"))
+        prompt = renderer.render_messages(tuple((m.role, m.content) for m in body.messages))
+        request_ = generation(prompt, body, 1024, body.max_tokens or body.max_completion_tokens)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model_id}
-        if body.get("stream"):
+        if body.stream:
             def chunk(piece: str, reason: str | None, delta: dict | None = None) -> dict:
                 delta = delta if delta is not None else ({"content": piece} if piece else {})
                 return {**head, "object": "chat.completion.chunk",
@@ -214,14 +264,13 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        body = await body_of(request)
-        text = body.get("prompt")
-        text = text[0] if isinstance(text, list) and len(text) == 1 else text
+        body = await body_of(request, CompletionBody)
+        text = body.prompt[0] if isinstance(body.prompt, list) and len(body.prompt) == 1 else body.prompt
         if not isinstance(text, str):
-            raise HTTPException(400, "prompt must be a string")
-        request_ = generation(renderer.plain(text), body, 16, body.get("max_tokens"))
+            raise HTTPException(400, "prompt must be a string (or a list of one)")
+        request_ = generation(renderer.plain(text), body, 16, body.max_tokens)
         head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model_id}
-        if body.get("stream"):
+        if body.stream:
             return sse(request_, lambda piece, reason: {**head, "object": "text_completion", "choices": [
                 {"index": 0, "text": piece, "finish_reason": reason}]})
         response = await answer(request_)
@@ -230,25 +279,17 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
 
     @app.post("/")
     async def legacy(request: Request):
-        body = await body_of(request)
-        query, history = body.get("prompt"), body.get("history") or []
-        if not isinstance(query, str) or not isinstance(history, list):
-            raise HTTPException(400, "prompt must be a string and history a list")
-        turns = []
+        body = await body_of(request, LegacyBody)
+        history, turns = body.history or [], []
         for turn in history:  # [[q, a], …] as api.py, or [{role, content}, …] as later ChatGLM3 demos
-            if isinstance(turn, dict) and isinstance(turn.get("content"), str):
-                turns.append((turn.get("role", "user"), turn["content"]))
-            elif isinstance(turn, (list, tuple)) and len(turn) == 2 and all(isinstance(t, str) for t in turn):
-                turns += [("user", turn[0]), ("assistant", turn[1])]
-            else:
-                raise HTTPException(400, "history items must be [query, response] pairs or {role, content}")
-        prompt = renderer.render_messages((*turns, ("user", query)))
+            turns += [(turn.role, turn.content)] if isinstance(turn, Message) else \
+                [("user", turn[0]), ("assistant", turn[1])]
+        prompt = renderer.render_messages((*turns, ("user", body.prompt)))
         # api.py's max_length counts the prompt too; max_new_tokens (ours) is what an evaluation asks for
-        max_new = body.get("max_new_tokens") or (body.get("max_length") or 2048) - len(prompt.token_ids)
-        request_ = generation(prompt, {"temperature": 0.95, "top_p": 0.7, **{k: v for k, v in body.items()
-                                                                          if v is not None}}, 2048, max_new)
+        max_new = body.max_new_tokens or (body.max_length or 2048) - len(prompt.token_ids)
+        request_ = generation(prompt, body, 2048, max_new, temperature=0.95, top_p=0.7)  # api.py's defaults
         response = await answer(request_)
-        pairs = [list(t) for t in history if isinstance(t, (list, tuple))] + [[query, response.text]]
+        pairs = [list(t) for t in history if isinstance(t, tuple)] + [[body.prompt, response.text]]
         return {"response": response.text, "history": pairs, "status": 200,
                 "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
