@@ -120,6 +120,21 @@ def test_unsupported_checkpoints_fail_with_one_clear_line(tmp_path, capsys):
     assert "usage: python -m glm_eval.convert" in capsys.readouterr().err  # one convention: key=value, no flags
 
 
+def test_a_damaged_checkpoint_fails_in_one_line_and_writes_nothing(tmp_path, capsys):
+    config = tiny_config(1)
+    folder = write_checkpoint(tmp_path / "damaged", config, random_weights(config), fmt="safetensors", shards=2)
+    shard = sorted(folder.glob("*.safetensors"))[-1]
+    shard.write_bytes(shard.read_bytes()[:2048])  # a download cut short
+    capsys.readouterr()
+    assert cli.run(convert.main, [str(folder), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("error: cannot convert") and "Traceback" not in err  # after the bar
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out.tmp-*"))  # no half-written folder left either
+    with pytest.raises(UserError, match="undamaged checkpoint"):
+        ModelSource(ModelConfig(name="damaged", path=str(folder))).load_model("float32", "cpu")
+
+
 def test_hub_model_offline_names_the_fix(data_dir):
     with pytest.raises(UserError) as error:  # tests run with HF_HUB_OFFLINE=1
         run_eval("task=gsm8k", "model=chatglm3-6b", "show_prompts=1", f"data_dir={data_dir}")

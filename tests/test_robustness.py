@@ -117,3 +117,25 @@ def test_rescore_of_a_damaged_run_folder_is_one_line(damage, tmp_path):
 def test_serve_refuses_a_port_out_of_range():
     result = run_command(serve_main, "model=smollm2-135m-instruct", "port=70000")
     assert result.returncode == 2 and "port=70000" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("damage", ["empty folder", "malformed config.json", "truncated safetensors"])
+def test_a_damaged_model_folder_is_one_line(damage, smol, tmp_path, data_dir):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    _, tokenizer = smol
+    folder = tmp_path / "model"
+    folder.mkdir()
+    if damage != "empty folder":
+        tokenizer.save_pretrained(folder)
+        LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                     num_hidden_layers=1, num_attention_heads=2)).save_pretrained(folder)
+    if damage == "malformed config.json":
+        (folder / "config.json").write_text('{"model_type": "llama",')
+    if damage == "truncated safetensors":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:4096])
+    with pytest.raises(UserError) as error:
+        run_eval("task=gsm8k", "model=hf", f"model.path={folder}", "limit=1", f"data_dir={data_dir}",
+                 f"results_dir={tmp_path / 'results'}", "progress=false")
+    message = str(error.value)
+    assert "\n" not in message and str(folder) in message, message

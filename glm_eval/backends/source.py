@@ -143,9 +143,10 @@ class ModelSource:
             return AutoTokenizer.from_pretrained(str(self.gguf.parent), gguf_file=self.gguf.name)
         try:
             return AutoTokenizer.from_pretrained(self.folder(), revision=self.cfg.revision)
-        except OSError as e:
-            raise UserError(f"cannot load tokenizer for model {self.cfg.name} from {self.cfg.path!r}: "
-                            f"{str(e).splitlines()[0]} (set model.path to a local folder when offline)") from e
+        except Exception as e:  # missing, empty or damaged folder; offline hub
+            raise UserError(f"cannot load tokenizer for model {self.cfg.name} from {self.cfg.path!r} "
+                            f"({type(e).__name__}: {first_line(e)}); model.path must be a complete checkpoint "
+                            f"folder (or a hub id, online)") from None
 
     def load_model(self, dtype: str, device: str):
         """The weights on `device` in `dtype`. A process that evaluates several configurations of one model (a
@@ -159,16 +160,23 @@ class ModelSource:
 
     def _load_model(self, dtype: str, device: str):
         import torch
-        if is_chatglm_layout(self.checkpoint_config):
-            return load_chatglm(Path(self.folder()), self.checkpoint_config, getattr(torch, dtype), device,
-                                self.cfg.rope_scaling)
         from transformers import AutoModelForCausalLM
         try:
+            if is_chatglm_layout(self.checkpoint_config):
+                return load_chatglm(Path(self.folder()), self.checkpoint_config, getattr(torch, dtype), device,
+                                    self.cfg.rope_scaling)
             model = AutoModelForCausalLM.from_pretrained(self.folder(), dtype=getattr(torch, dtype),
                                                          revision=self.cfg.revision)
-        except OSError as e:
-            raise UserError(f"cannot load model {self.cfg.name} from {self.cfg.path!r}: "
-                            f"{str(e).splitlines()[0]}") from e
+        except UserError:
+            raise
+        except Exception as e:  # no weights, a truncated safetensors file, a config transformers cannot read
+            raise UserError(f"cannot load model {self.cfg.name} from {self.cfg.path!r} ({type(e).__name__}: "
+                            f"{first_line(e)}); model.path must be a complete, undamaged checkpoint") from None
         return model.to(device).eval()
+
+
+def first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:200] if lines else ""
 
 

@@ -24,7 +24,15 @@ def read_config(path: str, revision: str | None = None) -> dict:
     local = Path(path).expanduser()
     if local.is_dir():
         file = local / "config.json"
-        return json.loads(file.read_text()) if file.exists() else {}
+        if not file.exists():
+            return {}
+        try:
+            config = json.loads(file.read_text(encoding="utf-8", errors="replace"))
+        except ValueError as e:
+            raise UserError(f"{file} is not valid JSON ({e}); the checkpoint folder is damaged") from None
+        if not isinstance(config, dict):
+            raise UserError(f"{file} is not a JSON object; the checkpoint folder is damaged")
+        return config
     if path.startswith(("/", ".", "~")):
         raise UserError(f"{path} is not a folder (give a local checkpoint folder or a hub id)")
     from huggingface_hub import hf_hub_download

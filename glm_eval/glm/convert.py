@@ -66,6 +66,11 @@ def convert(source: str, out: Path, dtype: str | None = None, rope: str | None =
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
+    except UserError:
+        raise
+    except Exception as e:  # a truncated or corrupt shard: nothing is written to `out`
+        lines = str(e).strip().splitlines()
+        raise UserError(f"cannot convert {source}: {type(e).__name__}: {lines[0][:200] if lines else ''}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
