@@ -11,7 +11,7 @@ from pathlib import Path
 
 from glm_eval.core.averaging import Averaging
 from glm_eval.core.config import GenConfig, TaskConfig
-from glm_eval.core.errors import UserError
+from glm_eval.core.errors import UserError, first_line
 from glm_eval.core.files import data_root, file_sha256, read_jsonl
 from glm_eval.core.protocol import GenerationRequest, Request, Response
 from glm_eval.scoring.sampling import SamplesScoring, combine
@@ -37,8 +37,7 @@ def load_hub_dataset(title: str, cfg: TaskConfig, config_name: str | None, split
         huggingface_hub.utils.logging.set_verbosity_error()
         return datasets.load_dataset(dataset, config_name, split=split, revision=cfg.revision)
     except Exception as e:  # offline, unknown id, broken cache: one line with both fixes
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise UserError(f"{title}: cannot load {dataset} from the Hugging Face hub ({reason}); "
+        raise UserError(f"{title}: cannot load {dataset} from the Hugging Face hub ({first_line(e, 160)}); "
                         f"either pass data_dir=<folder holding {cfg.local_file}> (or set GLM_EVAL_DATA), "
                         f"or make the hub reachable") from e
 

@@ -34,7 +34,7 @@ import httpx
 from httpx_sse import EventSource, SSEError
 
 from glm_eval.core.config import EndpointApi, EndpointConfig
-from glm_eval.core.errors import UserError
+from glm_eval.core.errors import UserError, describe
 from glm_eval.core.protocol import BackendInfo, GenerationRequest, LoglikelihoodRequest, OnResponse, OnText, Response
 from glm_eval.glm.prompts import chatglm_query_history
 
@@ -173,7 +173,7 @@ class HTTPBackend:
         attempts = max(0, self.cfg.retries) + 1
         for attempt in range(attempts):
             try:
-                text, finish_reason, num_tokens = self._classify(client, req)
+                text, finish_reason, num_tokens = self._attempt(client, req)
                 return self._cut_at_stop(req, Response(text=text, num_tokens=num_tokens, finish_reason=finish_reason))
             except Fatal as e:
                 return Response(finish_reason="error", error=str(e))
@@ -186,31 +186,28 @@ class HTTPBackend:
                 wait = e.wait_s if e.wait_s is not None else min(self.cfg.backoff_s * 2 ** attempt, MAX_WAIT_S)
                 cancelled.wait(wait)
             except Exception as e:  # a bug or an odd transport state: report it on this request, keep the run
-                return Response(finish_reason="error", error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
+                return Response(finish_reason="error", error=describe(e, 300))
         raise AssertionError("unreachable")
 
     def _attempt(self, client: httpx.Client, req: GenerationRequest) -> tuple[str, str, int]:
+        """One attempt; a failure is raised as Fatal, or as Retryable with the reason a reader needs."""
         deadline = time.monotonic() + self.cfg.timeout_s
         try:
             return self.post(client, req, deadline)
         except Fatal:
             raise
-        except Exception:
-            if time.monotonic() < deadline:
-                raise
-            raise Retryable(f"timeout ({self.cfg.timeout_s:g} s for the attempt)") from None
-
-    def _classify(self, client: httpx.Client, req: GenerationRequest) -> tuple[str, str, int]:
-        try:
-            return self._attempt(client, req)
-        except httpx.TimeoutException:
-            raise Retryable(f"timeout ({self.cfg.timeout_s:g} s)") from None
-        except SSEError:  # a 200 that is not an event stream
-            raise Retryable("malformed reply (not an event stream)") from None
-        except httpx.TransportError as e:  # refused, reset, closed without a reply, incomplete body
-            raise Retryable(f"connection error ({type(e).__name__})") from None
-        except MALFORMED as e:
-            raise Retryable(f"malformed reply ({type(e).__name__})") from None
+        except Exception as e:
+            if time.monotonic() >= deadline:  # `exchange` closed the response: whatever the read raised, it timed out
+                raise Retryable(f"timeout ({self.cfg.timeout_s:g} s for the attempt)") from None
+            if isinstance(e, httpx.TimeoutException):
+                raise Retryable(f"timeout ({self.cfg.timeout_s:g} s)") from None
+            if isinstance(e, SSEError):  # a 200 that is not an event stream
+                raise Retryable("malformed reply (not an event stream)") from None
+            if isinstance(e, httpx.TransportError):  # refused, reset, closed without a reply, incomplete body
+                raise Retryable(f"connection error ({type(e).__name__})") from None
+            if isinstance(e, MALFORMED):
+                raise Retryable(f"malformed reply ({type(e).__name__})") from None
+            raise
 
     @staticmethod
     def check_status(response: httpx.Response) -> None:

@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from glm_eval.core.config import ModelConfig
-from glm_eval.core.errors import UserError
+from glm_eval.core.errors import UserError, describe
 from glm_eval.core.files import cache_root, temporary_folder
 from glm_eval.glm.checkpoints import is_chatglm_layout, load_chatglm, local_folder, read_config
 
@@ -145,7 +145,7 @@ class ModelSource:
             return AutoTokenizer.from_pretrained(self.folder(), revision=self.cfg.revision)
         except Exception as e:  # missing, empty or damaged folder; offline hub
             raise UserError(f"cannot load tokenizer for model {self.cfg.name} from {self.cfg.path!r} "
-                            f"({type(e).__name__}: {first_line(e)}); model.path must be a complete checkpoint "
+                            f"({describe(e)}); model.path must be a complete checkpoint "
                             f"folder (or a hub id, online)") from None
 
     def load_model(self, dtype: str, device: str):
@@ -170,13 +170,8 @@ class ModelSource:
         except UserError:
             raise
         except Exception as e:  # no weights, a truncated safetensors file, a config transformers cannot read
-            raise UserError(f"cannot load model {self.cfg.name} from {self.cfg.path!r} ({type(e).__name__}: "
-                            f"{first_line(e)}); model.path must be a complete, undamaged checkpoint") from None
+            raise UserError(f"cannot load model {self.cfg.name} from {self.cfg.path!r} ({describe(e)}); "
+                            f"model.path must be a complete, undamaged checkpoint") from None
         return model.to(device).eval()
-
-
-def first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0][:200] if lines else ""
 
 

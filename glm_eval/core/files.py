@@ -6,8 +6,11 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
+
+from glm_eval.core.errors import UserError
 
 
 def data_root(configured: str | None) -> Path | None:
@@ -25,7 +28,6 @@ def cache_root(configured: str | None = None) -> Path:
 def writable_folder(path: Path, option: str) -> None:
     """Raise UserError unless `path` is (or can be made) a folder this process can write into: checked before a
     run's work, not after it."""
-    from glm_eval.core.errors import UserError
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".glm-eval-write-check-"):
@@ -38,7 +40,6 @@ def writable_folder(path: Path, option: str) -> None:
 def temporary_folder(parent: Path, prefix: str) -> Path:
     """A new folder `<prefix><pid>-<random>` in `parent` for a result built in place and renamed when complete.
     First removes the ones whose process is gone (a conversion killed halfway leaves hundreds of MB)."""
-    import shutil
     parent.mkdir(parents=True, exist_ok=True)
     for old in parent.glob(f"{glob_escape(prefix)}*"):
         pid = old.name[len(prefix):].split("-", 1)[0]

@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import asdict
 from pathlib import Path
 
-from glm_eval.core.errors import UserError
+from glm_eval.core.errors import UserError, describe
 from glm_eval.core.protocol import Request, Response
 
 
@@ -33,9 +33,8 @@ class ResponseCache:
             raise self._unusable(e) from None
 
     def _unusable(self, error: Exception) -> UserError:
-        return UserError(f"the response cache {self.path} is unusable ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0][:120]}); set cache_dir=<a writable folder>, or move the file "
-                         f"aside and rerun")
+        return UserError(f"the response cache {self.path} is unusable ({describe(error, 120)}); "
+                         f"set cache_dir=<a writable folder>, or move the file aside and rerun")
 
     @staticmethod
     def key(fingerprint: str, request: Request) -> str:

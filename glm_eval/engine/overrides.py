@@ -11,7 +11,7 @@ from hydra.core.override_parser.types import OverrideType
 from omegaconf import OmegaConf
 
 from glm_eval.core.config import EvalConfig, ModelConfig, TaskConfig, check_bounds, register
-from glm_eval.core.errors import UserError
+from glm_eval.core.errors import UserError, first_line
 from glm_eval.core.files import config_dir
 
 GROUPS = ("task", "model", "suite")
@@ -35,11 +35,6 @@ def describe_choices(group: str) -> str:
     return ", ".join(sorted(top + [f"{folder}/{{{'|'.join(leaves)}}}" for folder, leaves in folders.items()]))
 
 
-def one_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
-
 def validate(overrides: list[str]) -> None:
     """Raise UserError for an unknown task/model, an unknown key, a badly typed value, a value outside its enum or
     its bounds, or a missing mandatory value. A sweep (a,b) is checked value by value for groups, and with its
@@ -48,7 +43,7 @@ def validate(overrides: list[str]) -> None:
     try:
         parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra")])
     except Exception as e:
-        raise UserError(f"cannot parse overrides: {one_line(e)}") from e
+        raise UserError(f"cannot parse overrides: {first_line(e, 1000)}") from e
     first_values = []
     for o in parsed:
         key = o.get_key_element()
@@ -75,7 +70,7 @@ def validate(overrides: list[str]) -> None:
 
 
 def _explain(error: Exception) -> str:
-    message = one_line(error)
+    message = first_line(error, 1000)
     detail = f"{error} {error.__cause__ or ''}"
     enum = re.search(r"Invalid value '([^']*)', expected one of \[([^\]]*)\]", detail)
     if enum:
@@ -87,7 +82,7 @@ def _explain(error: Exception) -> str:
     if "Missing mandatory value: model.path" in message:
         return "model=hf needs model.path=<hub id or local folder>"
     if error.__cause__ is not None:
-        message += f": {one_line(error.__cause__)}"
+        message += f": {first_line(error.__cause__, 1000)}"
     return message
 
 

@@ -12,7 +12,7 @@ from yaml import YAMLError
 from glm_eval.analysis.grid import rebuild_grid
 from glm_eval.core.cli import parse_args
 from glm_eval.core.config import EvalConfig
-from glm_eval.core.errors import UserError
+from glm_eval.core.errors import UserError, describe
 from glm_eval.core.files import read_jsonl, write_json, write_jsonl
 from glm_eval.engine.records import answers_from_record, score_records, summarize
 from glm_eval.tasks import load_task
@@ -26,7 +26,7 @@ def rescore(run_dir: Path) -> dict:
         rows, bad = read_jsonl(run_dir / "samples.jsonl")
         metrics = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError, YAMLError, OmegaConfBaseException) as e:  # no config.yaml, bad YAML or JSON
-        raise UserError(f"{run_dir}: not a readable run ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise UserError(f"{run_dir}: not a readable run ({describe(e)})") from None
     if bad or any(r is None for r in rows):
         raise UserError(f"{run_dir}/samples.jsonl has {len(bad) or rows.count(None)} unreadable lines, e.g. "
                         f"{(bad or ['a line that is not an object'])[0]}; rerun the evaluation instead")
@@ -39,8 +39,8 @@ def rescore(run_dir: Path) -> dict:
     try:
         score_records(task, records, [answers_from_record(r) if "error" not in r else [] for r in records])
     except (KeyError, TypeError, ValueError, IndexError) as e:  # a record edited by hand, or another task's
-        raise UserError(f"{run_dir}/samples.jsonl does not hold {cfg.task.name} records ({type(e).__name__}: "
-                        f"{str(e)[:100]}); rerun the evaluation") from None
+        raise UserError(f"{run_dir}/samples.jsonl does not hold {cfg.task.name} records ({describe(e, 100)}); "
+                        f"rerun the evaluation") from None
     before = metrics.get("score")
     metrics.update(summarize(records, task))
     write_jsonl(run_dir / "samples.jsonl", records)

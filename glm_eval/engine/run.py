@@ -114,11 +114,12 @@ def evaluate_suite(cfg: EvalConfig) -> dict:
             task_cfg = cfg.copy()
             task_cfg.task = compose("config", overrides=[f"task={name}"]).task
             task_cfg.suite = None
-        check_task(task_cfg, load_task(task_cfg.task))
-        configs.append((name, task_cfg))
-    for name, task_cfg in configs:  # every task checked before the model loads
+        task = load_task(task_cfg.task)
+        check_task(task_cfg, task)
+        configs.append((name, task_cfg, task))
+    for name, task_cfg, task in configs:  # every task checked before the model loads
         loaded = loaded or LoadedModel(task_cfg)
-        results[name] = evaluate_task(task_cfg, loaded, load_task(task_cfg.task))
+        results[name] = evaluate_task(task_cfg, loaded, task)
     if cfg.show_prompts:
         return results
     write_published(Path(cfg.results_dir), OmegaConf.to_container(cfg.suite, resolve=True))

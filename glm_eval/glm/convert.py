@@ -19,7 +19,7 @@ from tqdm import tqdm
 from glm_eval.glm.checkpoints import (converted_shards, glm_config, is_chatglm_layout, local_folder, read_config,
                                   rope_mode, weight_files)
 from glm_eval.core.cli import boolean, one_of, parse_args
-from glm_eval.core.errors import UserError
+from glm_eval.core.errors import UserError, describe
 from glm_eval.core.files import temporary_folder
 
 DTYPES = ("bfloat16", "float16", "float32")
@@ -69,8 +69,7 @@ def convert(source: str, out: Path, dtype: str | None = None, rope: str | None =
     except UserError:
         raise
     except Exception as e:  # a truncated or corrupt shard: nothing is written to `out`
-        lines = str(e).strip().splitlines()
-        raise UserError(f"cannot convert {source}: {type(e).__name__}: {lines[0][:200] if lines else ''}") from None
+        raise UserError(f"cannot convert {source}: {describe(e)}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
