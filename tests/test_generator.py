@@ -138,3 +138,23 @@ def test_every_backend_implements_the_whole_protocol(smol):
                 want = list(inspect.signature(getattr(Backend, name)).parameters)
                 assert list(inspect.signature(getattr(backend, name)).parameters) == want[1:], (backend, name)
     assert hf.take_stats()["decode_steps"] == 0 and hf.tokens_processed() == 0
+
+
+def test_a_cancelled_row_leaves_at_once_and_its_batch_mates_go_on(smol, data_dir):
+    """A listener that returns False (the server's client went away) stops that row at its next token; the other
+    rows' outputs equal a run without it, and the cancelled row costs no more decode steps."""
+    model, tokenizer = smol
+    requests = [GenerationRequest(p, max_new_tokens=40) for p in gsm8k_prompts(tokenizer, data_dir, 4)]
+    plain, _ = run(model, tokenizer, requests, eos=False, max_rows=4)
+    heard = []
+
+    def listen(index, text):
+        heard.append(index)
+        return not (index == 1 and heard.count(1) >= 3)  # drop row 1 after its third token
+
+    generator = SlotGenerator(model, tokenizer, set(), max_rows=4)
+    out = {}
+    generator.generate(requests, lambda i, r: out.__setitem__(i, r), listen)
+    assert out[1].finish_reason == "cancelled" and out[1].error and out[1].num_tokens == 3
+    assert [out[i].text for i in (0, 2, 3)] == [plain[i].text for i in (0, 2, 3)]
+    assert heard.count(1) == 3 and generator.counters.computed_slots <= 39 * 3 + 3 + 4  # compaction lags a little

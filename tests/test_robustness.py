@@ -1,9 +1,12 @@
 """Hostile and clumsy inputs around finished runs: odd files in a results folder never fail a run."""
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
-from conftest import run_command, run_eval
+from conftest import REPO, run_command, run_eval
 
 from glm_eval.analysis.grid import rebuild_grid
 from glm_eval.core.errors import UserError
@@ -139,3 +142,107 @@ def test_a_damaged_model_folder_is_one_line(damage, smol, tmp_path, data_dir):
                  f"results_dir={tmp_path / 'results'}", "progress=false")
     message = str(error.value)
     assert "\n" not in message and str(folder) in message, message
+
+
+@pytest.mark.parametrize("name", ["nosuch", "../gsm8k", "gsm8k.x", "base", "choice", "needs_missing"])
+def test_a_task_config_naming_no_task_is_one_line(name, tmp_path, data_dir, monkeypatch):
+    import glm_eval.tasks
+    from glm_eval.backends import hf
+    monkeypatch.setattr(hf.HFBackend, "__init__", lambda *a: pytest.fail("the weights were loaded"))
+    (tmp_path / "needs_missing.py").write_text("import a_package_nobody_installed\nTASK = None\n")
+    monkeypatch.setattr(glm_eval.tasks, "__path__", [*glm_eval.tasks.__path__, str(tmp_path)])
+    with pytest.raises(UserError) as error:
+        run_eval("task=gsm8k", f"task.name={name}", "limit=1", f"data_dir={data_dir}", f"cache_dir={tmp_path}/c")
+    message = str(error.value)
+    assert "\n" not in message and (f"task.name={name}" in message or "a_package_nobody_installed" in message)
+
+
+def in_mount_namespace(script: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`script` (sh) in a private mount namespace, where it may mount a tiny tmpfs (a disk that fills up) or a
+    read-only bind: the real conditions, which file permissions cannot fake for root."""
+    return subprocess.run(["unshare", "-m", "--", "sh", "-c", f"set -e\n{script}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def mount_namespaces() -> bool:
+    return shutil.which("unshare") is not None and in_mount_namespace(
+        "mount -t tmpfs -o size=64k tmpfs /mnt", timeout=30).returncode == 0
+
+
+needs_mounts = pytest.mark.skipif(not (os.geteuid() == 0 and mount_namespaces()),
+                                  reason="needs root and mount namespaces to make a full or read-only disk")
+
+
+@needs_mounts
+def test_a_full_disk_never_loses_finished_work(tmp_path, data_dir):
+    """The cache's disk fills up mid-run: a warning, and the run finishes. The output's disk is full: one line, the
+    folder is left without metrics.json (never a mix), and once there is room the rerun generates nothing."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    run = (f"{sys.executable} -m glm_eval task=gsm8k limit=6 gen.max_new_tokens=48 data_dir={data_dir} "
+           f"progress=false results_dir={tmp_path}/results")
+    full_cache = in_mount_namespace(
+        f"mount -t tmpfs -o size=200k tmpfs {disk}\nhead -c 150000 /dev/zero > {disk}/filler\n"
+        f"{run} cache_dir={disk}/cache output_dir={tmp_path}/a")
+    assert full_cache.returncode == 0, full_cache.stderr[-2000:]
+    assert "response cache" in full_cache.stderr and "can no longer be written" in full_cache.stderr
+    assert len((tmp_path / "a" / "samples.jsonl").read_text().splitlines()) == 6
+    full_output = in_mount_namespace(
+        f"mount -t tmpfs -o size=200k tmpfs {disk}\nhead -c 195000 /dev/zero > {disk}/filler\n"
+        f"if {run} cache_dir={tmp_path}/cache output_dir={disk}/out; then exit 9; else echo first=$?; fi\n"
+        f"echo left: $(ls -A {disk}/out)\nrm {disk}/filler\n"
+        f"{run} cache_dir={tmp_path}/cache output_dir={disk}/out")
+    assert full_output.returncode == 0, full_output.stderr[-2000:]
+    first, left, rerun = full_output.stdout.split("\n", 2)
+    assert first == "first=2" and left.startswith("left: ") and "metrics.json" not in left
+    error_lines = [line for line in full_output.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "No space left" in error_lines[0] and "rerun" in error_lines[0]
+    assert "generated=0, from cache=6" in rerun, full_output.stdout
+
+
+@needs_mounts
+def test_a_read_only_cache_is_one_line_before_the_model_loads(tmp_path, data_dir):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "ro").mkdir()
+    out = in_mount_namespace(
+        f"mount --bind -o ro {tmp_path}/cache {tmp_path}/ro\n"
+        f"{sys.executable} -m glm_eval task=gsm8k limit=2 data_dir={data_dir} cache_dir={tmp_path}/ro "
+        f"output_dir={tmp_path}/out results_dir={tmp_path}/results", timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr[-2000:]
+    assert "responses.sqlite" in out.stderr and "cache_dir=" in out.stderr
+
+
+KILLED_REWRITE = """
+import os, signal, sys
+from pathlib import Path
+from glm_eval.engine.records import write_run
+folder, stage = Path(sys.argv[1]), sys.argv[2]
+write_run(folder, "old: true\\n", [{"id": i} for i in range(3)], {"n": 3})
+replace = os.replace
+def replace_then_die(src, dst):
+    if Path(dst).name == stage:
+        if sys.argv[3] == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        replace(src, dst)
+        os.kill(os.getpid(), signal.SIGKILL)
+    replace(src, dst)
+os.replace = replace_then_die
+write_run(folder, "new: true\\n", [{"id": i} for i in range(500)], {"n": 500})
+"""
+
+
+@pytest.mark.parametrize("stage", ["config.yaml", "samples.jsonl", "metrics.json"])
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_run_killed_while_rewriting_its_folder_never_leaves_a_mix(stage, when, tmp_path):
+    """SIGKILL at every step of rewriting an existing run folder: a reader finds either the whole new run or a
+    folder without metrics.json (incomplete, rerun), never old metrics beside new samples."""
+    folder = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-c", KILLED_REWRITE, str(folder), stage, when], cwd=REPO)
+    assert killed.returncode == -9
+    samples = (folder / "samples.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["id"] >= 0 for line in samples)  # whole lines only
+    if (folder / "metrics.json").exists():
+        assert json.loads((folder / "metrics.json").read_text())["n"] == len(samples) == 500
+        assert (folder / "config.yaml").read_text() == "new: true\n"
+    else:
+        assert stage != "metrics.json" or when == "before"

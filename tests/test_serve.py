@@ -131,6 +131,26 @@ def test_concurrent_requests_are_batched_together(server):
     assert after["requests"] - before["requests"] == 40 and after["batches"] - before["batches"] <= 10
 
 
+def test_a_client_that_leaves_stops_its_request(server):
+    """A stream read for two chunks then closed, and a plain request whose client gives up after a second: the
+    engine drops both rows (counted in /health) instead of decoding 1500 tokens nobody will read, and the server
+    answers the next request."""
+    ask = {"model": "x", "messages": [{"role": "user", "content": "Write a very long story."}], "max_tokens": 1500,
+           "temperature": 0.8, "seed": 1}
+    before = httpx.get(f"{server}/health").json()["cancelled"]
+    with httpx.stream("POST", f"{server}/v1/chat/completions", json={**ask, "stream": True}, timeout=60) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ") and next(l for l in lines if l).startswith("data: ")
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server}/v1/chat/completions", json=ask, timeout=1.0)
+    deadline = time.time() + 120  # a bound on waiting, not a timing: 1500 tokens each would take far longer
+    while httpx.get(f"{server}/health").json()["cancelled"] < before + 2:
+        assert time.time() < deadline, "the abandoned requests kept decoding"
+        time.sleep(0.2)
+    short = httpx.post(f"{server}/v1/chat/completions", timeout=60, json={**ask, "max_tokens": 4}).json()
+    assert short["usage"]["completion_tokens"] == 4
+
+
 # ---- a whole run through a failing endpoint ------------------------------------------------------------------
 def test_failing_endpoint_run_accounts_exactly_and_resumes(tmp_path, data_dir):
     questions = [json.loads(line)["question"] for line in open(data_dir / "gsm8k" / "test.jsonl")][:10]

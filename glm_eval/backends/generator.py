@@ -234,7 +234,15 @@ class SlotGenerator:
             return "length"
         return None
 
+    def _cancelled(self, row: _Row, on_text: OnText | None) -> str | None:
+        """Report the unfinished row's text; "cancelled" if the listener wants no more of it."""
+        if on_text and on_text(row.index, self.tokenizer.decode(row.tokens, skip_special_tokens=True)) is False:
+            return "cancelled"
+        return None
+
     def _response(self, row: _Row, reason: str) -> Response:
+        if reason == "cancelled":
+            return Response(num_tokens=len(row.tokens), finish_reason=reason, error="cancelled by the caller")
         tokens = row.tokens[:-1] if reason == "eos" else row.tokens
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         if reason == "stop":
@@ -246,7 +254,8 @@ class SlotGenerator:
     @torch.inference_mode()
     def generate(self, requests: list[GenerationRequest], on_response: OnResponse,
                  on_text: OnText | None = None) -> None:
-        """`on_text(index, reply so far)` after every new token of a row that is still going (streaming)."""
+        """`on_text(index, reply so far)` after every new token of a row that is still going (streaming); when it
+        returns False the row leaves its slot at once, answered as "cancelled"."""
         fits = []
         for i, request in enumerate(requests):
             if len(request.prompt.token_ids) >= self.max_length:  # a failed request, never a wrong answer
@@ -303,12 +312,10 @@ class SlotGenerator:
                 row.tokens.append(token)
                 live[slot] = row
                 self.counters.generated_tokens += 1
-                reason = self._finish_reason(row)
+                reason = self._finish_reason(row) or self._cancelled(row, on_text)
                 if reason:
                     finish(slot, reason)
                     free.append(slot)
-                elif on_text:
-                    on_text(row.index, self.tokenizer.decode(row.tokens, skip_special_tokens=True))
 
     def _step(self, live: list[_Row | None], cache: SlotCache, finish, on_text) -> None:
         # Columns no live row uses any more (all rows started later) are dropped once they are a quarter.
@@ -337,11 +344,9 @@ class SlotGenerator:
             row.tokens.append(token)
             row.position += 1
             self.counters.generated_tokens += 1
-            reason = self._finish_reason(row)
+            reason = self._finish_reason(row) or self._cancelled(row, on_text)
             if reason:
                 finish(slot, reason)
-            elif on_text:
-                on_text(row.index, self.tokenizer.decode(row.tokens, skip_special_tokens=True))
         for slot, r in enumerate(live):
             if r is None:
                 cache.mask[slot, t] = 0

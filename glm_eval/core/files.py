@@ -12,6 +12,9 @@ from pathlib import Path
 
 from glm_eval.core.errors import UserError
 
+_UMASK = os.umask(0o022)  # read once at import (os.umask sets it too; put back at once)
+os.umask(_UMASK)
+
 
 def data_root(configured: str | None) -> Path | None:
     """The local data folder (laid out like ../shared/data): `data_dir`, else env GLM_EVAL_DATA, else None (hub)."""
@@ -88,8 +91,11 @@ def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would create it (mkstemp makes 0600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name points at it (a crash leaves no empty file)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -61,7 +61,7 @@ class Response:
 
     text: str = ""
     num_tokens: int = 0
-    finish_reason: str = ""  # "eos" | "stop" | "length" | "error"
+    finish_reason: str = ""  # "eos" | "stop" | "length" | "error" | "cancelled"
     logprobs: list[float] = field(default_factory=list)  # loglikelihood requests: one per continuation
     is_greedy: list[bool] = field(default_factory=list)
     error: str | None = None
@@ -69,7 +69,8 @@ class Response:
 
 Request = GenerationRequest | LoglikelihoodRequest
 OnResponse = Callable[[int, Response], None]  # (position of the request in the call's list, its response)
-OnText = Callable[[int, str], None]  # (position, the reply so far) while a request is still generating (streaming)
+# (position, the reply so far) while a request is still generating (streaming). Returning False cancels it.
+OnText = Callable[[int, str], bool | None]
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,9 @@ class Backend(Protocol):
                  on_text: OnText | None = None) -> None:
         """Answer every request, in any order, through `on_response` as soon as each is done; a request that fails
         gets a Response with `error` set (never an exception for one request). `on_text`, where given, hears each
-        unfinished reply as it grows (a backend that only sees whole replies calls it once per reply)."""
+        unfinished reply as it grows (a backend that only sees whole replies calls it once per reply); when it
+        returns False the request is dropped as soon as the backend can (its caller went away): answered with
+        finish_reason "cancelled" and `error` set, and its batch-mates go on."""
         ...
 
     def loglikelihood(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:

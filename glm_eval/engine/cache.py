@@ -4,12 +4,14 @@ Key = sha256(backend fingerprint + request identity: exact prompt tokens and eve
 Each response is committed as soon as the backend returns it, so a run killed with SIGKILL loses at most
 the requests in flight. WAL mode plus a busy timeout lets concurrent runs read and write the same file.
 Failed requests are never stored. A cache that cannot be opened, read or written (corrupt, read-only, a folder
-that is a file, a full disk) is one line naming the file and the fixes, checked before any model loads.
+that is a file, a full disk) is one line naming the file and the fixes, checked before any model loads; one that
+fills up mid-run is a warning, and the run finishes with its answers in memory.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 from dataclasses import asdict
 from pathlib import Path
@@ -17,10 +19,12 @@ from pathlib import Path
 from glm_eval.core.errors import UserError, describe
 from glm_eval.core.protocol import Request, Response
 
+log = logging.getLogger(__name__)
+
 
 class ResponseCache:
     def __init__(self, path: Path):
-        self.path = path
+        self.path, self.writable = path, True
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None)  # autocommit: every put is durable
@@ -57,11 +61,15 @@ class ResponseCache:
         return found
 
     def put(self, key: str, response: Response) -> None:
-        if response.error is None:
+        """Store a response. A cache that stops taking writes mid-run (its disk filled up) must not stop the run
+        or lose its answers: one warning, and the run goes on with its answers in memory."""
+        if response.error is None and self.writable:
             try:
                 self.db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, json.dumps(asdict(response))))
             except sqlite3.Error as e:
-                raise self._unusable(e) from None
+                self.writable = False
+                log.warning(f"the response cache {self.path} can no longer be written ({describe(e, 120)}): the "
+                            f"answers from here on are kept for this run only, and a rerun would generate them again")
 
     def close(self) -> None:
         self.db.close()

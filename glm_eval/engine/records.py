@@ -98,8 +98,10 @@ def score_records(task, records: list[dict], answers: list[list[Response]]) -> N
 
 
 def write_run(output_dir: Path, config_yaml: str, records: list[dict], metrics: dict) -> None:
-    """config.yaml, samples.jsonl and metrics.json, each written atomically (metrics last: a run folder with
-    metrics.json is complete)."""
+    """config.yaml, samples.jsonl and metrics.json, each written atomically. A folder with metrics.json is
+    complete: the old one goes first and the new one comes last, so a run killed (or out of disk) while it
+    rewrites a folder leaves an incomplete folder, never old metrics beside new samples."""
+    (output_dir / "metrics.json").unlink(missing_ok=True)
     write_atomic(output_dir / "config.yaml", config_yaml)
     write_jsonl(output_dir / "samples.jsonl", records)
     write_json(output_dir / "metrics.json", metrics)

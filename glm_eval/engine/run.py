@@ -16,7 +16,7 @@ from tqdm import tqdm
 from glm_eval.analysis.grid import rebuild_grid, register_run, write_published
 from glm_eval.core.config import Backend as BackendKind
 from glm_eval.core.config import EndpointApi, EvalConfig
-from glm_eval.core.errors import UserError
+from glm_eval.core.errors import UserError, describe
 from glm_eval.core.files import cache_root, writable_folder
 from glm_eval.core.protocol import Backend, GenerationRequest, LoglikelihoodRequest, Request, Response
 from glm_eval.engine.cache import ResponseCache
@@ -180,7 +180,13 @@ def evaluate_task(cfg: EvalConfig, loaded: LoadedModel, task: Task) -> dict | No
         "versions": versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
-    write_run(Path(cfg.output_dir), OmegaConf.to_yaml(cfg, resolve=True), records, metrics)
+    try:
+        write_run(Path(cfg.output_dir), OmegaConf.to_yaml(cfg, resolve=True), records, metrics)
+    except OSError as e:
+        kept = (f"its answers are in the response cache {cache.path}: rerun the same command to write them without "
+                "generating again" if cache.writable else "the response cache could not keep its answers either")
+        raise UserError(f"could not write the run to {cfg.output_dir} ({describe(e)}); {kept} once there is room, "
+                        f"or set output_dir=<another folder>") from None
     register_run(Path(cfg.results_dir), Path(cfg.output_dir))
     rebuild_grid(Path(cfg.results_dir))
     print(f"{cfg.model.name} · {cfg.task.name}: {metrics['metric']} ({metrics['average']}) "

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -75,33 +76,50 @@ class Job:
     loop: asyncio.AbstractEventLoop = field(repr=False)
     pieces: asyncio.Queue | None = None  # streaming: text as it is decoded, then the final Response
     sent: str = ""
+    cancelled: bool = False  # its client went away: the engine drops the row at its next token
+
+
+CANCELLED = Response(finish_reason="cancelled", error="cancelled: the client went away")
 
 
 class BatchingEngine:
     """One thread owns the model. It takes every request waiting when it becomes free, decodes them as one batch
     with the slot generator, and resolves each caller's future as its row finishes (streams get text as rows
-    grow)."""
+    grow). A request whose client went away is dropped: from the queue, or from its batch at the next token."""
 
-    def __init__(self, backend: Backend, gather_s: float = 0.005):
-        self.backend, self.gather_s = backend, gather_s
+    def __init__(self, backend: Backend, gather_s: float = 0.005, poll_s: float = 0.25):
+        self.backend, self.gather_s, self.poll_s = backend, gather_s, poll_s
         self.jobs: queue.Queue[Job] = queue.Queue()
-        self.batches = self.requests = 0  # counters shown by /health
+        self.batches = self.requests = self.cancelled = 0  # counters shown by /health
         threading.Thread(target=self._run, name="glm-eval-engine", daemon=True).start()
 
-    async def generate(self, request: GenerationRequest) -> Response:
+    async def generate(self, request: GenerationRequest, gone: Callable[[], Awaitable[bool]]) -> Response:
+        """The answer; `gone()` is asked every `poll_s` seconds whether the client disconnected meanwhile."""
         loop = asyncio.get_running_loop()
         job = Job(request, loop.create_future(), loop)
         self.jobs.put(job)
-        return await job.future
+        try:
+            while not job.future.done():
+                await asyncio.wait([job.future], timeout=self.poll_s)
+                if not job.future.done() and await gone():
+                    job.cancelled = True
+                    return CANCELLED
+            return job.future.result()
+        finally:
+            job.cancelled = job.cancelled or not job.future.done()  # the handler itself was cancelled
 
     async def stream(self, request: GenerationRequest):
-        """Yields text pieces as the row grows, and last the Response (its text is the pieces joined)."""
+        """Yields text pieces as the row grows, and last the Response (its text is the pieces joined). Closed
+        early (the client disconnected, so the server stops iterating), it cancels the row."""
         loop = asyncio.get_running_loop()
         job = Job(request, loop.create_future(), loop, pieces=asyncio.Queue())
         self.jobs.put(job)
-        while not isinstance(item := await job.pieces.get(), Response):
+        try:
+            while not isinstance(item := await job.pieces.get(), Response):
+                yield item
             yield item
-        yield item
+        finally:
+            job.cancelled = job.cancelled or not job.future.done()
 
     @staticmethod
     def _progress(job: Job, text: str) -> None:
@@ -122,12 +140,19 @@ class BatchingEngine:
                     batch.append(self.jobs.get(timeout=max(wait, 0)))
                 except queue.Empty:
                     break
+            for job in [job for job in batch if job.cancelled]:  # gone before their turn: never decoded
+                batch.remove(job)
+                self.cancelled += 1
+                job.loop.call_soon_threadsafe(_settle, job.future, CANCELLED)
+            if not batch:
+                continue
             self.batches += 1
             self.requests += len(batch)
             answered = set()
 
             def reply(index: int, response: Response) -> None:
                 answered.add(index)
+                self.cancelled += response.finish_reason == "cancelled"
                 job = batch[index]
                 if job.pieces is not None:
                     rest = response.text[len(job.sent):] if response.text.startswith(job.sent) else ""
@@ -135,9 +160,12 @@ class BatchingEngine:
                         job.loop.call_soon_threadsafe(job.pieces.put_nowait, item)
                 job.loop.call_soon_threadsafe(_settle, job.future, response)
 
-            def progress(index: int, text: str) -> None:
+            def progress(index: int, text: str) -> bool:
+                if batch[index].cancelled:
+                    return False
                 if batch[index].pieces is not None:
                     self._progress(batch[index], text)
+                return True
 
             try:
                 self.backend.generate([job.request for job in batch], reply, progress)
@@ -152,28 +180,40 @@ def _settle(future: asyncio.Future, response: Response) -> None:
         future.set_result(response)
 
 
+class Gate:
+    """Checks every request before any of it is read: the API key (all routes but /health) and, for a POST, a
+    Content-Length of at most MAX_BODY. Plain ASGI rather than FastAPI's `@app.middleware("http")`, which wraps
+    `receive` so that a handler can no longer see its client disconnect (needed to cancel abandoned rows)."""
+
+    def __init__(self, app, api_key: str | None):
+        self.app, self.api_key = app, api_key
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            refusal = None
+            if self.api_key and scope["path"] != "/health" and \
+                    headers.get("authorization", "") != f"Bearer {self.api_key}":
+                refusal = JSONResponse({"error": {"message": "invalid or missing API key", "type": "auth"}}, 401)
+            elif scope["method"] == "POST":
+                length = headers.get("content-length", "")
+                if not length.isdigit():
+                    refusal = JSONResponse({"error": {"message": "a body needs a Content-Length", "type": "invalid"}},
+                                           411)
+                elif int(length) > MAX_BODY:
+                    refusal = JSONResponse({"error": {"message": f"the body has {length} bytes; at most {MAX_BODY}",
+                                                      "type": "invalid"}}, 413)
+            if refusal is not None:
+                return await refusal(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | None = None) -> FastAPI:
     info = engine.backend.info
     context = info.context_length or 1 << 30
     app = FastAPI(title=f"glm-eval · {model_id}")
 
-    @app.middleware("http")
-    async def check_key(request: Request, call_next):
-        if api_key and request.url.path != "/health" and \
-                request.headers.get("authorization", "") != f"Bearer {api_key}":
-            return JSONResponse({"error": {"message": "invalid or missing API key", "type": "auth"}}, 401)
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def bound_body(request: Request, call_next):
-        if request.method == "POST":
-            length = request.headers.get("content-length")
-            if length is None or not length.isdigit():
-                return JSONResponse({"error": {"message": "a body needs a Content-Length", "type": "invalid"}}, 411)
-            if int(length) > MAX_BODY:
-                return JSONResponse({"error": {"message": f"the body has {length} bytes; at most {MAX_BODY}",
-                                               "type": "invalid"}}, 413)
-        return await call_next(request)
+    app.add_middleware(Gate, api_key=api_key)
 
     async def body_of(request: Request, model: type[BaseModel]):
         try:
@@ -201,8 +241,8 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
             top_p=top_p if body.top_p is None else body.top_p,
             seed=uuid.uuid4().int % 2**31 if body.seed is None else body.seed)
 
-    async def answer(request: GenerationRequest) -> Response:
-        response = await engine.generate(request)
+    async def answer(request: GenerationRequest, http: Request) -> Response:
+        response = await engine.generate(request, http.is_disconnected)
         if response.error:
             raise HTTPException(500, response.error)
         return response
@@ -235,7 +275,7 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "requests": engine.requests, "batches": engine.batches}
+        return {"status": "ok", "requests": engine.requests, "batches": engine.batches, "cancelled": engine.cancelled}
 
     @app.get("/v1/models")
     async def models():
@@ -257,7 +297,7 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
                 return {**head, "object": "chat.completion.chunk",
                         "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]}
             return sse(request_, chunk, [chunk("", None, {"role": "assistant", "content": ""})])
-        response = await answer(request_)
+        response = await answer(request_, request)
         return {**head, "object": "chat.completion", "usage": usage(request_, response),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": response.text},
                              "finish_reason": finish(response)}]}
@@ -273,7 +313,7 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
         if body.stream:
             return sse(request_, lambda piece, reason: {**head, "object": "text_completion", "choices": [
                 {"index": 0, "text": piece, "finish_reason": reason}]})
-        response = await answer(request_)
+        response = await answer(request_, request)
         return {**head, "object": "text_completion", "usage": usage(request_, response),
                 "choices": [{"index": 0, "text": response.text, "finish_reason": finish(response)}]}
 
@@ -288,7 +328,7 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
         # api.py's max_length counts the prompt too; max_new_tokens (ours) is what an evaluation asks for
         max_new = body.max_new_tokens or (body.max_length or 2048) - len(prompt.token_ids)
         request_ = generation(prompt, body, 2048, max_new, temperature=0.95, top_p=0.7)  # api.py's defaults
-        response = await answer(request_)
+        response = await answer(request_, request)
         pairs = [list(t) for t in history if isinstance(t, tuple)] + [[body.prompt, response.text]]
         return {"response": response.text, "history": pairs, "status": 200,
                 "time": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -13,29 +13,39 @@ before the program's first line:
   the kernel allows it (root, or unprivileged user namespaces for a non-root caller). Otherwise an audit hook
   (``sys.addaudithook``; Python code cannot remove it) refuses non-AF_UNIX sockets, name lookups, starting
   other programs (they would not carry the hook) and ctypes calls: a guard against accidents, not a boundary;
+- memory per run: where a memory cgroup can be made below the harness's own (cgroup v1 `memory`, or v2 with
+  the controller delegated), the run's processes and the files of its tmpfs share one limit, ``memory_mb``
+  (swap included); an OOM kill is reported as "out of memory". RLIMIT_AS still bounds each process;
 - as root: the program runs as a dedicated unprivileged uid/gid, ``UID_BASE + slot`` (not in /etc/passwd, no
-  supplementary groups). That is what makes RLIMIT_NPROC hold (the kernel does not apply it to root) and what
-  keeps the program from deleting or modifying files outside its directory: it can write only where everyone
-  may (/tmp, /var/tmp, /dev/shm; what it leaves at their top level is removed after the run). Each concurrent
-  run holds its own slot (an flock, so also across harness processes), so after every run all processes of
-  that uid are killed -- including descendants that left the process group with setsid -- and nothing of a
-  sibling run is touched. If the Python installation lies below a directory that uid cannot enter (pyenv in
-  /root), the run gets a private mount namespace in which that directory is an empty tmpfs holding only bind
-  mounts of the Python directories: the interpreter works and the rest of that directory stays hidden.
+  supplementary groups). That is what makes RLIMIT_NPROC hold (the kernel does not apply it to root). Each
+  concurrent run holds its own slot (an flock, so also across harness processes), so after every run all
+  processes of that uid are killed -- including descendants that left the process group with setsid -- and
+  nothing of a sibling run is touched;
+- as root, files: a private mount namespace in which every mount is read-only (``mount_setattr``, recursive)
+  except one fresh tmpfs of ``disk_mb`` (default 256 MB, 65,536 files) that is /tmp -- holding the run's
+  folder -- and also /var/tmp and /dev/shm. So the program can modify nothing outside, what it writes is bounded
+  as a whole (and counts against its memory), and it vanishes with the run's last process. The host's /tmp is
+  hidden. If the Python installation lies below a directory that uid cannot enter (pyenv in /root), that
+  directory becomes an empty tmpfs holding only bind mounts of the Python directories.
 
-What is not isolated. The filesystem is not hidden: the program can read whatever is world-readable, and see
-the process table. CPU time and memory are limited per process: a program may run up to RLIMIT_NPROC
-processes, each with its own RLIMIT_AS (an aggregate cap needs cgroups). There is no seccomp filter.
-Linux only (/proc, namespaces, pidfd).
+What is not isolated. Files are not hidden beyond /tmp: the program can read whatever is world-readable, and
+see the process table. There is no seccomp filter. Linux only (/proc, namespaces, pidfd). Where the kernel
+refuses a mount namespace (root without CAP_SYS_ADMIN), the uid drop still protects files outside, but the
+program may write to world-writable places (what it leaves at the top of /tmp, /var/tmp and /dev/shm is
+removed; elsewhere it stays) and only RLIMIT_FSIZE bounds its files, each. Without a memory cgroup, memory is
+limited per process: up to RLIMIT_NPROC processes, each with its own RLIMIT_AS.
 
-As a non-root caller there is no uid drop: the program runs as the caller's user, so files outside its
-directory are protected only by normal file permissions, it can signal the caller's other processes,
-RLIMIT_NPROC counts all of that user's processes (it is set to their current number plus the budget), and a
-descendant that calls setsid escapes the group kill. ``isolation()`` reports what applies on this machine.
+As a non-root caller there is no uid drop, no private file system and usually no cgroup: the program runs as
+the caller's user, so files outside its directory are protected only by normal file permissions (it may write
+wherever the caller may, and what it leaves stays), it can signal the caller's other processes, RLIMIT_NPROC
+counts all of that user's processes (it is set to their current number plus the budget), a descendant that
+calls setsid escapes the group kill, and memory and disk are bounded per process and per file only.
+``isolation()`` reports what applies on this machine.
 """
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import math
 import os
@@ -60,6 +70,8 @@ STDERR_CHARS = 2_000     # Outcome.detail keeps at most this much of the end of 
 FILE_MB = 64             # RLIMIT_FSIZE: a runaway write cannot fill the disk
 NPROC = 64               # processes (threads count too) a program may have at once
 NOFILE = 256
+DISK_MB = 256            # root: the run's private tmpfs (its folder, /tmp, /var/tmp, /dev/shm together)
+INODES = 65_536          # files and folders in that tmpfs
 # Dedicated uids for root runs: far above login users and the usual subordinate-id ranges, below 2**31.
 UID_BASE = int(os.environ.get("GLM_EVAL_SANDBOX_UID_BASE", 1_900_000_000))
 UID_SLOTS = 512          # concurrent root runs per machine, all harness processes together
@@ -75,7 +87,8 @@ class Outcome:
     seconds: float = 0.0
 
 
-def run_program(source: str, timeout: float = 10.0, memory_mb: int = 1024, cpu_seconds: int | None = None) -> Outcome:
+def run_program(source: str, timeout: float = 10.0, memory_mb: int = 1024, cpu_seconds: int | None = None,
+                disk_mb: int = DISK_MB) -> Outcome:
     """Run one program in the sandbox and wait for it (at most `timeout` seconds, wall clock).
 
     `cpu_seconds` defaults to ceil(timeout) + 1 per process, so for a single-threaded program the wall clock
@@ -83,11 +96,11 @@ def run_program(source: str, timeout: float = 10.0, memory_mb: int = 1024, cpu_s
     (``sys.exit(0)``, ``os._exit(0)``, ``exit()``) before its tests ran fails, as in OpenAI's human-eval. Never
     raises for a bad program; "error" only when the sandbox itself cannot run it.
     """
-    return _run(source, timeout, memory_mb, cpu_seconds)[0]
+    return _run(source, timeout, memory_mb, cpu_seconds, disk_mb=disk_mb)[0]
 
 
 def run_programs(sources: list[str], timeout: float = 10.0, memory_mb: int = 1024, workers: int | None = None,
-                 on_done: Callable[[int, Outcome], None] | None = None) -> list[Outcome]:
+                 on_done: Callable[[int, Outcome], None] | None = None, disk_mb: int = DISK_MB) -> list[Outcome]:
     """Run programs in parallel (default: one at a time per usable CPU); outcomes in the order of `sources`.
 
     `on_done(index, outcome)` is called in the calling thread as each program finishes (progress, records).
@@ -102,7 +115,7 @@ def run_programs(sources: list[str], timeout: float = 10.0, memory_mb: int = 102
     def work(i: int) -> None:
         try:
             outcome = Outcome("error", "aborted") if abort.is_set() else _run(sources[i], timeout, memory_mb,
-                                                                                None, abort)[0]
+                                                                                None, abort, disk_mb)[0]
         except BaseException as e:  # a bug in the sandbox: report it rather than hang the caller
             outcome = Outcome("error", f"sandbox: {type(e).__name__}: {e}")
         with cond:
@@ -138,7 +151,9 @@ def isolation() -> dict:
 
     Keys: ``ok`` (the probe ran; else ``error``), ``root``, ``uid_drop``, ``uid_range`` ((first, last) or None),
     ``network`` ("netns" | "audit"), ``ipc_namespace``, ``nproc_per_run`` (RLIMIT_NPROC holds, per run),
-    ``kill`` (how a run's processes are ended), ``files`` (what protects files outside the run's directory).
+    ``kill`` (how a run's processes are ended), ``files`` (what protects files outside the run's directory),
+    ``filesystem`` ("private tmpfs, rest read-only" | "private tmpfs" | "shared"), ``memory_per_run`` and
+    ``memory`` (one memory cgroup per run, or RLIMIT_AS per process), ``disk`` (what bounds what it writes).
     """
     global _isolation
     with _isolation_lock:
@@ -153,10 +168,24 @@ def isolation() -> dict:
                 "nproc_per_run": root,
                 "kill": ("process group, then every process of the run's uid" if root
                          else "process group (a descendant that calls setsid escapes)"),
-                "files": ("dedicated uid: writes only to its directory and world-writable places" if root
-                          else "caller's uid: normal file permissions only"),
+                "files": _files_report(root, report.get("filesystem", "shared")),
+                "memory_per_run": _cgroup_base() is not None,
+                "memory": ("one cgroup per run: its processes and its tmpfs files together" if _cgroup_base()
+                           else "per process (RLIMIT_AS): several processes may each use memory_mb"),
+                "disk": (f"private tmpfs of disk_mb (default {DISK_MB} MB) for its folder, /tmp, /var/tmp, /dev/shm"
+                         if report.get("filesystem", "shared") != "shared"
+                         else f"per file (RLIMIT_FSIZE {FILE_MB} MB)"),
+                "filesystem": report.get("filesystem", "shared"),
             }
         return dict(_isolation)
+
+
+def _files_report(root: bool, filesystem: str) -> str:
+    if filesystem == "private tmpfs, rest read-only":
+        return "writes only to its private tmpfs; every other mount read-only, host /tmp hidden"
+    if root:
+        return "dedicated uid: writes only to its directory and world-writable places (what it leaves is removed)"
+    return "caller's uid: normal file permissions only"
 
 
 # --- inside the child ------------------------------------------------------------------------------------------
@@ -182,21 +211,56 @@ try:
                 continue
             i = status.find(b"\nUid:")
             nproc += i >= 0 and status[i + 5:].split()[0] == me
-    if cfg["reveal"]:
-        # The Python installation sits below a directory the sandbox uid cannot enter (e.g. pyenv in /root):
-        # in a private mount namespace, that directory becomes an empty tmpfs holding only bind mounts of the
-        # Python directories (the rest of it stays hidden).
-        if libc.unshare(0x00020000) != 0 or libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None) != 0:
+    if cfg["cgroup"]:  # all of the run's processes (and its tmpfs) share one memory limit
+        with open(cfg["cgroup"] + "/cgroup.procs", "w") as f:
+            f.write(str(os.getpid()))
+    namespace = False
+    if cfg["private"] or cfg["reveal"]:  # root: a mount namespace of its own, propagation private
+        namespace = libc.unshare(0x00020000) == 0 and libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None) == 0
+        if cfg["reveal"] and not namespace:
             raise OSError(ctypes.get_errno(), "private mount namespace")
-        for hidden, paths in cfg["reveal"].items():
-            fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in paths]
-            if libc.mount(b"tmpfs", hidden.encode(), b"tmpfs", 2 | 4, b"mode=0755,size=1m") != 0:
-                raise OSError(ctypes.get_errno(), "tmpfs over " + hidden)
-            for p, fd in zip(paths, fds):
-                os.makedirs(p, exist_ok=True)
-                if libc.mount(f"/proc/self/fd/{fd}".encode(), p.encode(), None, 0x1000 | 0x4000, None) != 0:
-                    raise OSError(ctypes.get_errno(), "bind mount of " + p)
-                os.close(fd)
+
+    def cover(target, keep, source, fstype, flags, options):
+        """Mount `source` over `target`, then bind the directories `keep` (below target) back in place."""
+        fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in keep]
+        if libc.mount(source, target.encode(), fstype, flags, options) != 0:
+            raise OSError(ctypes.get_errno(), "mount over " + target)
+        for p, fd in zip(keep, fds):
+            os.makedirs(p, exist_ok=True)
+            if libc.mount(f"/proc/self/fd/{fd}".encode(), p.encode(), None, 0x1000 | 0x4000, None) != 0:
+                raise OSError(ctypes.get_errno(), "bind mount of " + p)
+            os.close(fd)
+
+    # The Python installation may sit below a directory the sandbox uid cannot enter (e.g. pyenv in /root): that
+    # directory becomes an empty tmpfs holding only bind mounts of the Python directories (the rest stays hidden).
+    for hidden, paths in cfg["reveal"].items():
+        cover(hidden, paths, b"tmpfs", b"tmpfs", 2 | 4, b"mode=0755,size=1m")
+    filesystem = "shared"
+    if cfg["private"] and namespace:
+        # Only the run's own tmpfs is writable: every other mount turns read-only (mount_setattr, recursive), and
+        # /tmp, /var/tmp and /dev/shm become one fresh tmpfs of at most `disk_mb`, so what the program writes is
+        # bounded as a whole, charged to its memory cgroup, and gone with its last process.
+        attr = (ctypes.c_uint64 * 4)(1, 0, 0, 0)             # MOUNT_ATTR_RDONLY
+        readonly = libc.syscall(ctypes.c_long(442), ctypes.c_int(-100), b"/", ctypes.c_uint(0x8000), attr,
+                                ctypes.c_size_t(32)) == 0    # mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, ...)
+        workdir, program, private = os.getcwd(), sys.argv[2], cfg["private"]
+        with open(program, "rb") as f:
+            source = f.read()
+        cover("/tmp", private["keep"].get("/tmp", []), b"tmpfs", b"tmpfs", 2 | 4,
+              f"mode=1777,size={private['disk_mb']}m,nr_inodes={private['inodes']}".encode())
+        for place in ("/var/tmp", "/dev/shm"):
+            if os.path.isdir(place):
+                inside = "/tmp/.glm_eval" + place.replace("/", "_")
+                os.mkdir(inside)
+                os.chmod(inside, 0o1777)
+                cover(place, private["keep"].get(place, []), inside.encode(), None, 0x1000, None)   # MS_BIND
+        os.mkdir(workdir, 0o700)
+        with open(program, "wb") as f:
+            f.write(source)
+        os.chown(workdir, cfg["uid"], cfg["uid"])
+        os.chown(program, cfg["uid"], cfg["uid"])
+        os.chdir(workdir)                    # the old cwd is the host's folder, now hidden
+        filesystem = "private tmpfs, rest read-only" if readonly else "private tmpfs"
     network, ipc = "audit", False
     if cfg["netns"]:
         # CLONE_NEWNET | CLONE_NEWIPC need CAP_SYS_ADMIN; a non-root caller may get them in a new user namespace.
@@ -237,7 +301,8 @@ try:
                     or (event == "import" and args[0] == "_posixsubprocess")):  # fork_exec has no audit event
                 raise PermissionError(f"sandbox: {event} is not allowed (no network, no other programs)")
         sys.addaudithook(_guard)
-    os.write(ready, json.dumps({"ok": True, "network": network, "ipc": ipc, "uid": os.getuid()}).encode())
+    os.write(ready, json.dumps({"ok": True, "network": network, "ipc": ipc, "uid": os.getuid(),
+                               "filesystem": filesystem}).encode())
     os.close(ready)
 except BaseException as e:
     try:
@@ -272,9 +337,9 @@ _KILL_ALL = ("import os, sys\nu = int(sys.argv[1])\nos.setgroups([])\nos.setresg
 # --- the run ---------------------------------------------------------------------------------------------------
 
 def _run(source: str, timeout: float, memory_mb: int, cpu_seconds: int | None,
-         abort: threading.Event | None = None) -> tuple[Outcome, dict]:
+         abort: threading.Event | None = None, disk_mb: int = DISK_MB) -> tuple[Outcome, dict]:
     start = time.monotonic()
-    uid = lock_fd = workdir = proc = ready_r = done_r = None
+    uid = lock_fd = workdir = proc = ready_r = done_r = cgroup = None
     report: dict = {}
     try:
         if os.geteuid() == 0:
@@ -292,8 +357,13 @@ def _run(source: str, timeout: float, memory_mb: int, cpu_seconds: int | None,
         ready_r, ready_w = os.pipe()
         done_r, done_w = os.pipe()  # the bootstrap writes `nonce` here after the program's last line
         nonce = secrets.token_hex(16)
-        cfg = {"ready": ready_w, "done": done_w, "nonce": nonce, "uid": uid, "ppid": os.getpid(), "nproc": NPROC, "netns": not _FORCE_AUDIT,
-               "path": _python_layout()[0], "reveal": _python_layout()[1] if uid is not None else {},
+        path, hidden, under_tmp = _python_layout()
+        cgroup = _make_cgroup(memory)
+        cfg = {"ready": ready_w, "done": done_w, "nonce": nonce, "uid": uid, "ppid": os.getpid(), "nproc": NPROC,
+               "netns": not _FORCE_AUDIT, "path": path, "reveal": hidden if uid is not None else {},
+               "cgroup": cgroup,
+               "private": {"disk_mb": max(1, int(disk_mb)), "inodes": INODES, "keep": under_tmp}
+               if uid is not None else None,
                # soft < hard CPU limit: SIGXCPU first (reported as a timeout), SIGKILL a second later
                "limits": {"RLIMIT_AS": (memory, memory), "RLIMIT_CPU": (cpu, cpu + 1),
                           "RLIMIT_FSIZE": (FILE_MB * 2**20,) * 2, "RLIMIT_CORE": (0, 0),
@@ -317,8 +387,12 @@ def _run(source: str, timeout: float, memory_mb: int, cpu_seconds: int | None,
         report = _read_report(ready_r)
         os.set_blocking(done_r, False)
         completed = (_read(done_r) or b"") == nonce.encode()
-        return _outcome(proc.returncode, timed_out, timeout, cpu, report, _tail_text(tail), seconds,
-                        abort is not None and abort.is_set(), completed), report
+        outcome = _outcome(proc.returncode, timed_out, timeout, cpu, report, _tail_text(tail), seconds,
+                           abort is not None and abort.is_set(), completed)
+        if outcome.status == "failed" and cgroup and _ran_out_of_memory(cgroup):
+            outcome = Outcome("failed", f"out of memory: the program's processes and files together exceeded "
+                                        f"{memory_mb} MB\n{outcome.detail}".rstrip(), seconds)
+        return outcome, report
     except Exception as e:  # the sandbox itself failed: no free uid slot, no temporary directory, cannot spawn
         return Outcome("error", f"sandbox: {type(e).__name__}: {e}", time.monotonic() - start), report
     finally:
@@ -335,6 +409,8 @@ def _run(source: str, timeout: float, memory_mb: int, cpu_seconds: int | None,
             _remove_owned(uid)
         if workdir is not None:
             _remove_tree(workdir)
+        if cgroup is not None:
+            _remove_cgroup(cgroup)
         if lock_fd is not None:
             os.close(lock_fd)                    # releases the uid slot
 
@@ -501,6 +577,92 @@ def _live_pids(uid: int) -> list[int]:
     return pids
 
 
+# --- memory cgroups --------------------------------------------------------------------------------------------
+
+_cgroups: tuple[str, str] | None | bool = False   # (folder to make cgroups in, "v1" | "v2"), None: none; False: unprobed
+_cgroup_lock = threading.Lock()
+_cgroup_numbers = itertools.count(1)
+
+
+def _cgroup_base() -> tuple[str, str] | None:
+    """Where this process may make memory cgroups: its own cgroup in the v1 `memory` hierarchy, or in cgroup v2
+    when the memory controller can be delegated below it. Probed once (a child made, limited and removed)."""
+    global _cgroups
+    with _cgroup_lock:
+        if _cgroups is False:
+            _cgroups = None
+            try:
+                with open("/proc/self/cgroup") as f:
+                    lines = [line.rstrip("\n").split(":", 2) for line in f]
+            except OSError:
+                lines = []
+            for _, controllers, path in lines:
+                if "memory" in controllers.split(","):
+                    candidate = ("/sys/fs/cgroup/memory" + path.rstrip("/"), "v1")
+                    break
+            else:
+                v2 = [path for _, controllers, path in lines if controllers == ""]
+                candidate = ("/sys/fs/cgroup" + v2[0].rstrip("/"), "v2") if v2 else None
+            if candidate is not None:
+                _cgroups = candidate
+                try:
+                    if candidate[1] == "v2":
+                        with open(candidate[0] + "/cgroup.subtree_control", "w") as f:
+                            f.write("+memory")       # refused (EBUSY) where the folder holds processes itself
+                    _remove_stale_cgroups(candidate[0])
+                    probe = _make_cgroup(64 << 20)
+                    _remove_cgroup(probe)
+                except (OSError, TypeError):
+                    _cgroups = None
+        return _cgroups or None
+
+
+def _make_cgroup(memory: int) -> str | None:
+    """A new cgroup that bounds its processes' memory (and tmpfs pages) to `memory` bytes, swap included."""
+    base = _cgroup_base() if _cgroups is False else _cgroups   # the probe itself runs with _cgroups set
+    if not base:
+        return None
+    folder, version = base
+    path = f"{folder}/glm_eval_sandbox_{os.getpid()}_{next(_cgroup_numbers)}"
+    os.mkdir(path)
+    limits = ({"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory} if version == "v1"
+              else {"memory.max": memory, "memory.swap.max": 0})
+    for name, value in limits.items():
+        if name == next(iter(limits)) or os.path.exists(f"{path}/{name}"):   # no swap accounting: no swap file
+            with open(f"{path}/{name}", "w") as f:
+                f.write(str(value))
+    return path
+
+
+def _ran_out_of_memory(path: str) -> bool:
+    """Whether the kernel's OOM killer ended a process of this cgroup (its limit was reached)."""
+    for name in ("memory.oom_control", "memory.events"):   # v1, v2: both have an "oom_kill N" line
+        try:
+            with open(f"{path}/{name}") as f:
+                return any(line.split()[:1] == ["oom_kill"] and int(line.split()[1]) > 0 for line in f)
+        except OSError:
+            continue
+    return False
+
+
+def _remove_cgroup(path: str) -> None:
+    for _ in range(50):                          # its killed processes may take a moment to leave
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.01)
+
+
+def _remove_stale_cgroups(folder: str) -> None:
+    """Cgroups of harness processes that died mid-run."""
+    for entry in os.listdir(folder):
+        if entry.startswith("glm_eval_sandbox_") and not os.path.exists(f"/proc/{entry.split('_')[3]}"):
+            _remove_cgroup(f"{folder}/{entry}")
+
+
 # --- uids and directories --------------------------------------------------------------------------------------
 
 _next_slot = 0
@@ -543,11 +705,12 @@ def _lock_dir() -> Path:
     raise RuntimeError("no private directory for sandbox uid slot locks")
 
 
-_layout: tuple[list[str], dict[str, list[str]]] | None = None
+_layout: tuple[list[str], dict[str, list[str]], dict[str, list[str]]] | None = None
 
 
-def _python_layout() -> tuple[list[str], dict[str, list[str]]]:
-    """(sys.path of ``python -I``, {unreachable ancestor: [directories below it the interpreter needs]}).
+def _python_layout() -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
+    """(sys.path of ``python -I``, {unreachable ancestor: [directories below it the interpreter needs]},
+    {/tmp, /var/tmp, /dev/shm: [directories below it the interpreter needs]}: a run's private tmpfs keeps them).
 
     Asked from the interpreter itself, once per process. The child runs with -S, so it gets this sys.path
     (site-packages and directories added by .pth files) without running .pth import hooks. An ancestor is
@@ -569,9 +732,13 @@ def _python_layout() -> tuple[list[str], dict[str, list[str]]]:
                     hidden.setdefault(ancestor, []).append(d)
                     break
         # Nested directories ride along with their parent's bind mount.
-        _layout = (path, {a: [d for d in ds if not any(d.startswith(e + "/") for e in ds)]
-                          for a, ds in hidden.items()})
+        _layout = (path, {a: _outermost(ds) for a, ds in hidden.items()},
+                   {place: _outermost([d for d in dirs if d.startswith(place + "/")]) for place in SHARED_TMP})
     return _layout
+
+
+def _outermost(dirs: list[str]) -> list[str]:
+    return [d for d in dirs if not any(d.startswith(e + "/") for e in dirs)]
 
 
 def _make_workdir(uid: int | None) -> str:
