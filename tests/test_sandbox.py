@@ -264,15 +264,17 @@ def test_run_programs_stops_when_on_done_raises(watch):
 @pytest.mark.skipif(not ROOT, reason="needs root to run a harness as another, unprivileged user")
 def test_non_root_harness(watch, canary):
     """The sandbox used by an unprivileged harness -- here one running inside a root sandbox run."""
-    repo = str(Path(__file__).resolve().parents[1])
+    # The module travels as text: the checkout may lie below /tmp, which a root run does not see.
+    module = Path(sandbox.__file__).read_text()
     programs = {"loop": "while True: pass",
                 "net": "import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)",
                 "bomb": "import os\nwhile True: os.fork()",
                 "outside": "import os\nopen(os.environ['HOME'] + '/../written', 'w').write('x')"}  # the harness's dir
     harness = f"""
-import json, os, sys
-sys.path.insert(0, {repo!r})
-from glm_eval.scoring.sandbox import isolation, run_program
+import json, os, sys, types
+sandbox = sys.modules["sandbox"] = types.ModuleType("sandbox")
+exec(compile({module!r}, "sandbox.py", "exec"), sandbox.__dict__)
+isolation, run_program = sandbox.isolation, sandbox.run_program
 report = {{"isolation": isolation()}}
 for name, source in {programs!r}.items():
     out = run_program(source, timeout=1.5)
