@@ -49,8 +49,8 @@ def _task_config(data_file: str) -> dict:
     }
 
 
-def run_lm_eval_gsm8k(model_dir: str, data_file: str, limit: int, batch_size: int = 32,
-                      max_gen_toks: int = 256, apply_chat_template: bool = True) -> dict:
+def run_lm_eval_gsm8k(model_dir: str, data_file: str, limit: int, batch_size: int | str = 32,
+                      max_gen_toks: int = 256, apply_chat_template: bool = True, model=None) -> dict:
     """Greedy fp32 CPU gsm8k 0-shot via lm-eval; see module docstring for the exact context.
 
     Returns {"wall_s", "score_strict", "score_flexible", "samples": [{"doc_id", "prompt",
@@ -58,7 +58,7 @@ def run_lm_eval_gsm8k(model_dir: str, data_file: str, limit: int, batch_size: in
     (model load + generation + scoring), not imports.
     """
     results, wall_s = evaluate_local_task(
-        _task_config(data_file), model_dir, num_fewshot=None,  # YAML's 0 stands
+        _task_config(data_file), model_dir, model=model, num_fewshot=None,  # YAML's 0 stands
         batch_size=batch_size, limit=limit, apply_chat_template=apply_chat_template,
         # Parsed to {"max_gen_toks": int} and dict.update()-ed into the task's
         # generation_kwargs, so until/do_sample/temperature from the YAML are kept.

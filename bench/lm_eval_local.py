@@ -6,9 +6,11 @@ import tempfile
 import time
 
 
-def evaluate_local_task(task_config: dict, model_dir: str, **simple_evaluate_kwargs) -> tuple[dict, float]:
-    """lm_eval.simple_evaluate on the task (fp32 CPU); returns (results, wall seconds of simple_evaluate only:
-    model load + requests + scoring, not imports)."""
+def evaluate_local_task(task_config: dict, model_dir: str | None, model=None,
+                        **simple_evaluate_kwargs) -> tuple[dict, float]:
+    """lm_eval.simple_evaluate on the task; returns (results, wall seconds of simple_evaluate only, not imports).
+    By default lm-eval's HF backend loads `model_dir` (fp32 CPU; the wall includes the load); `model` passes an
+    lm-eval model object built beforehand instead (e.g. its vLLM backend, whose engine start is timed apart)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # must precede the datasets import
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import yaml
@@ -22,7 +24,9 @@ def evaluate_local_task(task_config: dict, model_dir: str, **simple_evaluate_kwa
         # Built-in tasks aren't needed; skipping them avoids indexing hundreds of YAMLs.
         tm = TaskManager(include_path=task_dir, include_defaults=False)
         start = time.perf_counter()
+        loading = {"model": model} if model is not None else {
+            "model": "hf", "model_args": f"pretrained={model_dir},dtype=float32,device=cpu"}
         results = lm_eval.simple_evaluate(
-            model="hf", model_args=f"pretrained={model_dir},dtype=float32,device=cpu", tasks=[name],
+            **loading, tasks=[name],
             task_manager=tm, log_samples=True, cache_requests=False, bootstrap_iters=0, **simple_evaluate_kwargs)
         return results, time.perf_counter() - start

@@ -246,3 +246,12 @@ def test_a_run_killed_while_rewriting_its_folder_never_leaves_a_mix(stage, when,
         assert (folder / "config.yaml").read_text() == "new: true\n"
     else:
         assert stage != "metrics.json" or when == "before"
+
+
+def test_vllm_missing_is_one_line_naming_the_install(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # what `import vllm` meets where it is not installed
+    with pytest.raises(UserError) as error:
+        run_eval("task=gsm8k", "limit=1", "model.backend=vllm", f"data_dir={data_dir}", f"cache_dir={tmp_path}/c",
+                 f"results_dir={tmp_path}/r")
+    message = str(error.value)
+    assert "\n" not in message and "pip install -e '.[vllm]'" in message and "pip install vllm" in message

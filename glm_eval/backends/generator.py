@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
 
+from glm_eval.backends.replies import reply
 from glm_eval.core.protocol import GenerationRequest, OnResponse, OnText, Response
 
 
@@ -240,16 +241,6 @@ class SlotGenerator:
             return "cancelled"
         return None
 
-    def _response(self, row: _Row, reason: str) -> Response:
-        if reason == "cancelled":
-            return Response(num_tokens=len(row.tokens), finish_reason=reason, error="cancelled by the caller")
-        tokens = row.tokens[:-1] if reason == "eos" else row.tokens
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        if reason == "stop":
-            cuts = [text.find(s) for s in row.request.stop if s in text]
-            text = text[:min(cuts)] if cuts else text  # a special-token stop is already gone from `text`
-        return Response(text=text, num_tokens=len(row.tokens), finish_reason=reason)
-
     # ---- main loop --------------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, requests: list[GenerationRequest], on_response: OnResponse,
@@ -277,7 +268,7 @@ class SlotGenerator:
         def finish(slot: int, reason: str) -> None:
             row = live[slot]
             live[slot] = None
-            on_response(row.index, self._response(row, reason))
+            on_response(row.index, reply(self.tokenizer, row.tokens, reason, row.request.stop))
 
         while queue or any(live):
             free = [s for s, r in enumerate(live) if r is None]

@@ -16,6 +16,7 @@ from glm_eval.glm.checkpoints import is_chatglm_layout, load_chatglm, local_fold
 
 log = logging.getLogger(__name__)
 _LOADED: dict[tuple, object] = {}  # (folder, revision, dtype, device, rope) → model, see ModelSource.load_model
+_TOKENIZERS: dict[tuple, object] = {}  # (path, revision, gguf, files) → tokenizer, see ModelSource.load_tokenizer
 
 
 def _file_sha256(path: Path, memo_dir: Path) -> str:
@@ -132,7 +133,36 @@ class ModelSource:
             return str(self._local_checkpoint)
         return self.cfg.path
 
+    def hf_folder(self) -> str:
+        """The checkpoint in plain HF layout, for engines that load weights themselves (vLLM): the dequantised
+        GGUF, a THUDM checkpoint converted once into the cache (keyed by its fingerprint and rope mode, so new
+        weights convert anew), or model.path as given (an HF folder or hub id)."""
+        if self.gguf is not None:
+            return str(self._convert_gguf())
+        if not is_chatglm_layout(self.checkpoint_config):
+            return self.cfg.path
+        key = hashlib.sha256(f"{self.identity}|{self.cfg.rope_scaling}".encode()).hexdigest()[:24]
+        out = self.root / "models" / f"glm-{key}"
+        if not (out / "config.json").exists():
+            from glm_eval.glm.convert import convert
+            log.warning(f"converting {self.cfg.path} once to {out} (HF Glm layout, loaded by vLLM without remote "
+                        f"code) …")
+            convert(str(self._local_checkpoint), out, rope=self.cfg.rope_scaling, force=True)
+        return str(out)
+
     def load_tokenizer(self):
+        """The tokenizer, loaded once per process for each checkpoint (a suite, a sweep, a test session)."""
+        local = Path(self.cfg.path or "").expanduser()
+        files = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(local.iterdir())
+                      if f.is_file()) if self.gguf is None and local.is_dir() else ()
+        key = (self.cfg.path, self.cfg.revision, str(self.gguf), files)  # a folder rewritten in place loads anew
+        if key not in _TOKENIZERS:
+            while len(_TOKENIZERS) >= 4:
+                _TOKENIZERS.pop(next(iter(_TOKENIZERS)))
+            _TOKENIZERS[key] = self._load_tokenizer()
+        return _TOKENIZERS[key]
+
+    def _load_tokenizer(self):
         if self.checkpoint_config.get("model_type") in ("chatglm", "glm"):
             folder = Path(self.folder())
             if (folder / "tokenizer.model").exists():  # THUDM's SentencePiece / tiktoken vocabulary, read exactly

