@@ -4,6 +4,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO, run_command, run_eval
@@ -255,3 +257,42 @@ def test_vllm_missing_is_one_line_naming_the_install(tmp_path, data_dir, monkeyp
                  f"results_dir={tmp_path}/r")
     message = str(error.value)
     assert "\n" not in message and "pip install -e '.[vllm]'" in message and "pip install vllm" in message
+
+
+OPEN_CACHE = """
+import sys, time
+from pathlib import Path
+from glm_eval.engine.cache import ResponseCache
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all start at once
+ResponseCache(Path(sys.argv[1])).close()
+"""
+
+
+def test_processes_creating_one_cache_together_all_succeed(tmp_path):
+    """torchrun ranks (or parallel runs) that open a fresh cache at the same moment: SQLite answers "database is
+    locked" at once on the switch to WAL; none may fail for it."""
+    start = f"{time.time() + 2:.3f}"
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_CACHE, str(tmp_path / "responses.sqlite"), start],
+                              cwd=REPO, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-300:] for e in errors if e]
+
+
+CONVERT = """
+import sys
+from glm_eval.engine.overrides import compose_config
+from glm_eval.backends.source import ModelSource
+print(ModelSource(compose_config(["model=smollm2-135m-instruct"]).model, sys.argv[1])._convert_gguf())
+"""
+
+
+def test_processes_converting_one_model_together_take_turns(tmp_path):
+    """Two processes needing the dequantised GGUF at once (torchrun ranks): one converts, the other waits and
+    finds a complete folder (before, each could rename over the other's half and both failed to load)."""
+    procs = [subprocess.Popen([sys.executable, "-c", CONVERT, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-500:] for _, err in outputs]
+    assert sum(err.count("converting ") for _, err in outputs) == 1
+    folder = Path(outputs[0][0].strip())
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {f.name for f in folder.iterdir()}

@@ -2,6 +2,7 @@
 fingerprint of them for cache keys. Shared by every backend that loads weights here."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import logging
@@ -88,9 +89,18 @@ class ModelSource:
         return "dir:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def _convert_gguf(self) -> Path:
-        """Dequantise the GGUF once (≈16 s) and keep it as a plain HF folder (loads in ≈2 s)."""
+        """Dequantise the GGUF once (≈16 s) and keep it as a plain HF folder (loads in ≈2 s). Processes that start
+        together (torchrun ranks, parallel test runs) take turns: one converts, the others then find it done."""
         if (self.converted / "config.json").exists():
             return self.converted
+        self.converted.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.converted.parent / f".{self.converted.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (self.converted / "config.json").exists():
+                self._dequantise()
+        return self.converted
+
+    def _dequantise(self) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         log.warning(f"converting {self.gguf.name} once to {self.converted} …")
@@ -102,11 +112,8 @@ class ModelSource:
         tmp = temporary_folder(self.converted.parent, ".tmp-")
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            tmp.rename(self.converted)  # atomic: a concurrent run either sees all of it or converts too
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return self.converted
+        shutil.rmtree(self.converted, ignore_errors=True)  # what a run killed halfway may have left
+        tmp.rename(self.converted)  # atomic: a reader sees all of it or nothing
 
     @cached_property
     def checkpoint_config(self) -> dict:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import sqlite3
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,7 +29,14 @@ class ResponseCache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None)  # autocommit: every put is durable
-            self.db.execute("PRAGMA journal_mode=WAL")
+            for attempt in range(100):  # processes creating the file together (torchrun ranks): SQLite answers
+                try:                    # "locked" at once on the switch to WAL, whatever the busy timeout
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or attempt == 99:
+                        raise
+                    time.sleep(0.05)
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self.db.execute("BEGIN IMMEDIATE")  # can this process write? (a read-only file opens read-only)
