@@ -71,12 +71,9 @@ def test_mmlu_letters_by_logits_agree_with_transformers(tmp_path, data_dir):
 
 
 def loaded(*overrides):
-    from hydra import compose, initialize_config_dir
-
-    from glm_eval.core.files import config_dir
+    from glm_eval.engine.overrides import compose_config
     from glm_eval.engine.run import LoadedModel
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return LoadedModel(compose("config", overrides=["task=gsm8k", "model.max_length=2048", *overrides]))
+    return LoadedModel(compose_config(["task=gsm8k", "model.max_length=2048", *overrides]))
 
 
 def collect(call, requests, *args):

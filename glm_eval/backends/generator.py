@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
 
-from glm_eval.backends.replies import reply
-from glm_eval.core.protocol import GenerationRequest, OnResponse, OnText, Response
+from glm_eval.backends.replies import reply, unfit_generation
+from glm_eval.core.protocol import GenerationRequest, OnResponse, OnText
 
 
 class SlotLayer(CacheLayerMixin):
@@ -249,9 +249,8 @@ class SlotGenerator:
         returns False the row leaves its slot at once, answered as "cancelled"."""
         fits = []
         for i, request in enumerate(requests):
-            if len(request.prompt.token_ids) >= self.max_length:  # a failed request, never a wrong answer
-                on_response(i, Response(finish_reason="error", error=f"prompt of {len(request.prompt.token_ids)} "
-                                        f"tokens does not fit the model's context of {self.max_length}"))
+            if failed := unfit_generation(request, self.max_length):
+                on_response(i, failed)
             else:
                 fits.append(i)
         if not fits:

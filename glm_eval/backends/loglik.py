@@ -12,6 +12,7 @@ import time
 import torch
 from transformers.cache_utils import DynamicCache
 
+from glm_eval.backends.replies import unfit_loglikelihood
 from glm_eval.core.protocol import LoglikelihoodRequest, OnResponse, Response
 
 
@@ -41,11 +42,8 @@ class LoglikelihoodScorer:
     def score(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:
         fits = []
         for i, r in enumerate(requests):
-            longest = len(r.context.token_ids) + max((len(c) for c in r.continuations), default=0)
-            if longest > self.max_length or not r.context.token_ids or not all(r.continuations):
-                on_response(i, Response(finish_reason="error", error=f"context + continuation of {longest} tokens "
-                                        f"does not fit the model's context of {self.max_length}"
-                                        if longest > self.max_length else "empty context or continuation"))
+            if failed := unfit_loglikelihood(r, self.max_length):
+                on_response(i, failed)
             else:
                 fits.append(i)
         order = sorted(fits, key=lambda i: -len(requests[i].context.token_ids))

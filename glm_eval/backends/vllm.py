@@ -17,7 +17,7 @@ import logging
 import os
 from importlib.metadata import PackageNotFoundError, version
 
-from glm_eval.backends.replies import reply
+from glm_eval.backends.replies import reply, unfit_generation, unfit_loglikelihood
 from glm_eval.backends.source import ModelSource
 from glm_eval.core.config import DType, ModelConfig
 from glm_eval.core.errors import UserError
@@ -170,11 +170,10 @@ class VLLMBackend:
                  on_text: OnText | None = None) -> None:
         runnable, prompts, params = [], [], []
         for i, r in enumerate(requests):
-            room = self.max_length - len(r.prompt.token_ids)
-            if room < 1:  # a failed request, never a wrong answer (as the slot generator does)
-                on_response(i, Response(finish_reason="error", error=f"prompt of {len(r.prompt.token_ids)} tokens "
-                                        f"does not fit the model's context of {self.max_length}"))
+            if failed := unfit_generation(r, self.max_length):
+                on_response(i, failed)
                 continue
+            room = self.max_length - len(r.prompt.token_ids)
             runnable.append(i)
             prompts.append(list(r.prompt.token_ids))
             params.append(self.sampling_params(
@@ -209,12 +208,9 @@ class VLLMBackend:
     def loglikelihood(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:
         single, longer = [], []
         for i, r in enumerate(requests):
-            longest = len(r.context.token_ids) + max((len(c) for c in r.continuations), default=0)
-            if longest >= self.max_length or not r.context.token_ids or not all(r.continuations):
-                # (vLLM needs room for the one token it generates after a scored prompt)
-                on_response(i, Response(finish_reason="error", error=(
-                    f"context and continuation of {longest} tokens do not fit the model's context of "
-                    f"{self.max_length}" if longest >= self.max_length else "empty context or continuation")))
+            # spare 1: vLLM generates one token after a scored prompt
+            if failed := unfit_loglikelihood(r, self.max_length, spare=1):
+                on_response(i, failed)
             else:
                 (single if all(len(c) == 1 for c in r.continuations) else longer).append(i)
         if single:  # the letters' log-probabilities at the next position, asked by id
