@@ -54,6 +54,7 @@ def test_the_command_line_refuses_bad_input_in_one_line():  # the one process-bo
      ["model.endpoint.api=embeddings", "chat, completions"]),
     (["limit=-1"], ["limit=-1", "at least 1"]),
     (["limit=0"], ["limit=0", "at least 1"]),
+    (["model.vllm.engine_kwargs.max_num_seqs=8"], ["+model.vllm.engine_kwargs.max_num_seqs=<value>"]),
     (["batch.max_rows=0"], ["batch.max_rows=0", "at least 1"]),
     (["gen.max_new_tokens=0"], ["gen.max_new_tokens=0", "at least 1"]),
     (["gen.samples=0"], ["gen.samples=0", "at least 1"]),

@@ -13,7 +13,8 @@ if os.environ.get("GLM_EVAL_REQUIRE_VLLM") != "1":
 
 from glm_eval.backends import vllm as vllm_backend  # noqa: E402
 
-ENGINE = ["model.backend=vllm", "model.vllm.cpu_kv_cache_gb=1", "model.vllm.max_model_len=2048"]
+ENGINE = ["model.backend=vllm", "model.vllm.cpu_kv_cache_gb=1", "model.vllm.max_model_len=2048",
+          "+model.vllm.engine_kwargs.max_num_seqs=64"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,6 +51,7 @@ def test_gsm8k_greedy_outputs_agree_with_transformers(tmp_path, data_dir):
     stats = run["backend_stats"]
     assert stats["engine"] == "vllm" and stats["generation_tokens"] == sum(r["num_tokens"] for r in vl)
     assert stats["settings"]["dtype"] == "float32" and run["dtype"] == "float32"
+    assert stats["settings"]["max_num_seqs"] == 64  # free-form engine arguments reach vllm.LLM
     assert "vllm" in run["model_fingerprint"] and run["model_fingerprint"] != metrics(tmp_path / "hf", "gsm8k")[
         "model_fingerprint"]
     # the same command again is answered from the cache, engine or not

