@@ -5,34 +5,54 @@ costs one line naming the valid choices (exit code 2), not a stack trace.
 """
 from __future__ import annotations
 
+import os
 import sys
+import traceback
+import warnings
 
 import hydra
 from omegaconf import DictConfig
 
 from glm_eval.core import log
-from glm_eval.core.errors import UserError
+from glm_eval.core.errors import UserError, describe
 from glm_eval.core.files import config_dir
 from glm_eval.engine.overrides import validate
 
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def _run(cfg: DictConfig) -> None:
+    from glm_eval.engine.parallel import ranks
     from glm_eval.engine.run import evaluate
+    from glm_eval.engine.sweep import in_sweep, record_failure
     log.setup(cfg.verbose)
     try:
         evaluate(cfg)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+        job = ranks()
+        message = f"{f'rank {job.rank} of {job.world}: ' if job.world > 1 else ''}{e}"
+        print(f"error: {message}", file=sys.stderr)
+        if not in_sweep():
+            raise SystemExit(2)
+        record_failure(message)  # the sweep's other runs go on; it exits non-zero when the last one ends
+    except Exception as e:
+        if not in_sweep():
+            raise
+        print(f"error: {describe(e)}", file=sys.stderr)
+        record_failure(describe(e), traceback.format_exc())
 
 
 def main() -> None:
     overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+    # our launcher configs (configs/hydra/launcher/) are the plugin's schemas filled in: checked against them
+    warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
     try:
         validate(overrides)
+        if "--multirun" in sys.argv or "-m" in sys.argv:
+            from glm_eval.engine.sweep import fan_out_suite
+            sys.argv = [sys.argv[0], *[a for a in sys.argv[1:] if a.startswith("-")], *fan_out_suite(overrides)]
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank checks the same overrides: one line
+            print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
     _run()
 

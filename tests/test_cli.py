@@ -55,6 +55,8 @@ def test_the_command_line_refuses_bad_input_in_one_line():  # the one process-bo
     (["limit=-1"], ["limit=-1", "at least 1"]),
     (["limit=0"], ["limit=0", "at least 1"]),
     (["model.vllm.engine_kwargs.max_num_seqs=8"], ["+model.vllm.engine_kwargs.max_num_seqs=<value>"]),
+    (["model.backend=vllm", "model.vllm.data_parallel_size=2"], ["data_parallel_size=2", "--nproc-per-node 2"]),
+    (["hydra/launcher=submitit_slurm"], ["sbatch", "hydra/launcher=submitit_local"]),
     (["batch.max_rows=0"], ["batch.max_rows=0", "at least 1"]),
     (["gen.max_new_tokens=0"], ["gen.max_new_tokens=0", "at least 1"]),
     (["gen.samples=0"], ["gen.samples=0", "at least 1"]),
@@ -123,11 +125,7 @@ def test_run_resume_after_sigkill_rescore_and_grid(data_dir, tmp_path):
     assert {"doc_id", "prompt", "output", "extracted", "gold", "correct"} <= set(record) and record["gold"] == "18"
     assert (tmp_path / "resumed" / "config.yaml").exists()
     assert metrics["n"] == 20 and metrics["data"]["sha256"]["gsm8k/test.jsonl"].startswith("3730d312")
-    # 3. an uninterrupted run that ignores the cache writes the same samples
-    run_eval(*args, "overwrite=true", f"output_dir={tmp_path / 'fresh'}", "progress=false")
-    fresh_metrics, fresh_samples = read_run(tmp_path / "fresh")
-    assert fresh_metrics["generated"] == 20 and fresh_metrics["from_cache"] == 0
-    assert fresh_samples == samples
+    # 3. (that the resumed run writes the uninterrupted run's bytes: test_parallel.py, after a torchrun rank dies)
     # 4. rescore re-applies extraction and metric to stored outputs
     broken = dict(metrics, score=0.77, correct=-1)
     (tmp_path / "resumed" / "metrics.json").write_text(json.dumps(broken))
@@ -156,7 +154,8 @@ def test_run_resume_after_sigkill_rescore_and_grid(data_dir, tmp_path):
 
 def test_two_runs_sharing_the_cache_at_once(data_dir, tmp_path):
     cache = tmp_path / "cache"
-    runs = [subprocess.Popen([sys.executable, "-m", "glm_eval", *FAST, "limit=4", f"data_dir={data_dir}",
+    # threads=1: two processes of 2 threads each on 2 cores would spin on each other's cores
+    runs = [subprocess.Popen([sys.executable, "-m", "glm_eval", *FAST, "limit=4", "threads=1", f"data_dir={data_dir}",
                               f"cache_dir={cache}", f"results_dir={tmp_path / 'results'}",
                               f"output_dir={tmp_path / str(i)}", "progress=false"],
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]

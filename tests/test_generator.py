@@ -130,7 +130,8 @@ def test_every_backend_implements_the_whole_protocol(smol):
     assert hf.info.context_length == 8192 and hf.info.dtype == "float32" and hf.info.device == "cpu"
     endpoint = EndpointConfig(url="http://127.0.0.1:1/v1")
     members = [m for m in vars(Backend) if not m.startswith("_")] + list(Backend.__annotations__)
-    assert set(members) == {"info", "generate", "loglikelihood", "tokens_processed", "take_stats"}
+    assert set(members) == {"info", "generate", "loglikelihood", "tokens_processed", "take_stats",
+                            "groups"}
     for backend in (hf, OpenAIBackend(endpoint, "m"), ChatGLMBackend(endpoint, "m")):
         for name in members:
             inspect.getattr_static(backend, name)  # raises AttributeError when missing (never calls the member)

@@ -4,9 +4,11 @@ and the prompt ids vLLM receives. One engine at a time in this process (backends
 with the same settings); the tiny checkpoint's engine comes last."""
 import json
 import os
+import subprocess
+import sys
 
 import pytest
-from conftest import run_eval
+from conftest import REPO, run_eval
 
 if os.environ.get("GLM_EVAL_REQUIRE_VLLM") != "1":
     pytest.importorskip("vllm", reason="vLLM is not installed: pip install -e '.[vllm]' (see README)")
@@ -118,6 +120,25 @@ def test_rows_are_answered_as_they_finish_and_can_be_cancelled():
     # a listener that wants no more of a row has it aborted in the engine
     [cut] = collect(vl.backend.generate, requests[:1], lambda i, text: len(text) < 10)
     assert cut.finish_reason == "cancelled" and cut.error and cut.num_tokens == 0
+
+
+def test_two_torchrun_replicas_write_what_one_engine_writes(tmp_path, data_dir):
+    """vLLM's own data parallel under torchrun (its external launcher, a replica per process; two on this CPU):
+    each replica answers its share and rank 0 writes the samples one engine writes. (Tensor parallel needs the
+    heads to divide: SmolLM2's 9 do not; it was run by hand on a tiny ChatGLM3, see the README.)"""
+    common = ["task=gsm8k", "limit=8", "gen.max_new_tokens=32", f"data_dir={data_dir}", "progress=false",
+              "model.max_length=2048", *ENGINE, f"results_dir={tmp_path}/results"]
+    run_eval(*common, f"cache_dir={tmp_path}/c1", f"output_dir={tmp_path}/one")
+    job = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                          "-m", "glm_eval", *common, "model.vllm.data_parallel_size=2", f"cache_dir={tmp_path}/c2",
+                          f"output_dir={tmp_path}/two"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-3000:]
+    assert (tmp_path / "two" / "samples.jsonl").read_bytes() == (tmp_path / "one" / "samples.jsonl").read_bytes()
+    run = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert len(run["answered_per_replica"]) == 2 and min(run["answered_per_replica"]) > 0
+    assert sum(run["answered_per_replica"]) == run["generated"] == 8
+    settings = run["backend_stats"]["settings"]
+    assert settings["distributed_executor_backend"] == "external_launcher" and settings["data_parallel_size"] == 2
 
 
 def test_tiny_chatglm3_checkpoint_equals_transformers_and_receives_the_shown_ids(tmp_path, data_dir, capsys):

@@ -206,3 +206,23 @@ def rebuild_detail_tables(results_dir: Path, runs: list[dict]) -> None:
         notes = [f"{label}: partial run, {len(b['missing'])} datasets not evaluated ({', '.join(b['missing'])}); "
                  f"its categories average the datasets present." for label, b in blocks.items() if b.get("missing")]
         write_table(grid[[c for c in order if c in grid.columns]], results_dir / name, decimals=2, notes=notes)
+
+
+USAGE = "usage: python -m glm_eval.grid [results_dir] (default: results)"
+
+
+def main(argv: list[str]) -> int:
+    """`python -m glm_eval.grid results/`: rebuild the grid from every finished run (after a sweep whose jobs
+    ran elsewhere, or after deleting a run folder) and print it."""
+    from glm_eval.core.cli import parse_args
+    from glm_eval.core.errors import UserError
+    paths, _, _ = parse_args(argv, USAGE, {}, paths=(0, 1))
+    results_dir = Path(paths[0] if paths else "results")
+    if not results_dir.is_dir():
+        raise UserError(f"{results_dir} is not a folder of runs; {USAGE}")
+    if not find_run_dirs(results_dir):
+        raise UserError(f"no finished runs (metrics.json) below {results_dir}")
+    rebuild_grid(results_dir)
+    print((results_dir / "grid.md").read_text(), end="")
+    print(f"written: {results_dir}/grid.md, grid.csv")
+    return 0

@@ -45,6 +45,11 @@ class HFBackend:
     def loglikelihood(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:
         self.scorer.score(requests, on_response)
 
+    def groups(self, requests: list[GenerationRequest] | list[LoglikelihoodRequest]) -> list[list[int]]:
+        if requests and isinstance(requests[0], LoglikelihoodRequest):
+            return self.scorer.batches(requests)
+        return [[i] for i in range(len(requests))]  # the slot generator refills rows as they finish
+
     def tokens_processed(self) -> int:
         return self.generator.counters.generated_tokens + self.scorer.tokens_scored
 

@@ -110,8 +110,12 @@ class HTTPBackend:
             taken, self._counts = self._counts, self._zero_counts()
         return {**taken, "in_flight_limit": self.cfg.concurrency}
 
+    def groups(self, requests: list[GenerationRequest] | list[LoglikelihoodRequest]) -> list[list[int]]:
+        return [[i] for i in range(len(requests))]  # requests go out one by one
+
     def loglikelihood(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:
-        raise UserError(f"{self.name} endpoints return text only: use task.choice_scoring=generate")
+        if requests:
+            raise UserError(f"{self.name} endpoints return text only: use task.choice_scoring=generate")
 
     def generate(self, requests: list[GenerationRequest], on_response: OnResponse,
                  on_text: OnText | None = None) -> None:

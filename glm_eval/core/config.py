@@ -68,7 +68,10 @@ class VLLMConfig:
     # context length of the engine; default: model.max_length, else the checkpoint's
     max_model_len: Optional[int] = field(default=None, metadata=at_least(1))
     gpu_memory_utilization: float = field(default=0.9, metadata=between(0.01, 1.0))
-    tensor_parallel_size: int = field(default=1, metadata=at_least(1))
+    tensor_parallel_size: int = field(default=1, metadata=at_least(1))  # GPUs per replica
+    # replicas, one per tensor_parallel_size torchrun processes: torchrun --nproc-per-node <data × tensor>;
+    # default: what torchrun started (1 without torchrun)
+    data_parallel_size: Optional[int] = field(default=None, metadata=at_least(1))
     enable_prefix_caching: bool = True  # shared few-shot prefixes and MMLU contexts are computed once
     seed: int = field(default=0, metadata=at_least(0))
     # skip CUDA graphs / torch.compile: a faster start, slower decoding. Default: eager on CPU (compiling takes

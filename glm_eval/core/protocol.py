@@ -101,6 +101,14 @@ class Backend(Protocol):
         A backend that has no log-probabilities raises UserError naming task.choice_scoring=generate."""
         ...
 
+    def groups(self, requests: list[GenerationRequest] | list[LoglikelihoodRequest]) -> list[list[int]]:
+        """The positions in `requests` (all of one kind) that this backend computes together in one batch, as it
+        would when asked to answer them all: every position in exactly one group. Data parallel gives each rank
+        whole groups, so a rank computes the very batches one process would and writes the same numbers; answering
+        any union of whole groups must form those groups again. Where batches form while running (continuous
+        batching, an endpoint), each request is its own group."""
+        ...
+
     def tokens_processed(self) -> int:
         """Tokens generated or scored since the last `take_stats`, including rows still generating (live tok/s)."""
         ...

@@ -40,6 +40,7 @@ def validate(overrides: list[str]) -> None:
     its bounds, or a missing mandatory value. A sweep (a,b) is checked value by value for groups, and with its
     first value for everything else."""
     from hydra import compose, initialize_config_dir
+    check_launcher([o for o in overrides if o.startswith("hydra/launcher=")])
     try:
         parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra")])
     except Exception as e:
@@ -67,6 +68,19 @@ def validate(overrides: list[str]) -> None:
         check_bounds(cfg)
     except ValueError as e:
         raise UserError(str(e)) from None
+
+
+def check_launcher(overrides: list[str]) -> None:
+    """Hydra's submitit launcher is an optional extra, and its SLURM flavour needs sbatch: say so before a sweep."""
+    import importlib.util
+    import shutil
+    for override in overrides:
+        launcher = override.partition("=")[2]
+        if launcher.startswith("submitit") and importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+            raise UserError(f"{override} needs Hydra's submitit launcher: pip install -e '.[cluster]'")
+        if launcher == "submitit_slurm" and shutil.which("sbatch") is None:
+            raise UserError(f"{override} submits with sbatch, which this machine does not have: run the sweep from "
+                            "a SLURM login node, or try it here with hydra/launcher=submitit_local")
 
 
 def _explain(error: Exception) -> str:

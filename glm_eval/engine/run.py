@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from glm_eval.core.errors import UserError, describe
 from glm_eval.core.files import cache_root, writable_folder
 from glm_eval.core.protocol import Backend, GenerationRequest, LoglikelihoodRequest, Request, Response
 from glm_eval.engine.cache import ResponseCache
+from glm_eval.engine.parallel import Ranks, join, ranks
 from glm_eval.engine.records import make_record, prompt_of, score_records, summarize, versions, write_run
 from glm_eval.glm.prompts import Format, PromptRenderer
 from glm_eval.tasks import load_task
@@ -89,14 +91,36 @@ def check_task(cfg: EvalConfig, task: Task) -> None:
 
 def evaluate(cfg: EvalConfig) -> dict | None:
     """Run the configured task (or suite): its metrics (the suite's tasks' metrics), None for show_prompts."""
-    if cfg.threads:
+    job = join_ranks(cfg)
+    if cfg.threads or job.local_world > 1:  # under torchrun on CPU, each rank gets its share of the cores
         import torch
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(cfg.threads or max(1, len(os.sched_getaffinity(0)) // job.local_world))
+    if job.world > 1 and cfg.model.device_index is None:
+        cfg.model.device_index = job.local_rank  # one device per rank (used where the model goes to a GPU)
     if cfg.suite is not None:
         return evaluate_suite(cfg)
     task = load_task(cfg.task)
     check_task(cfg, task)
     return evaluate_task(cfg, LoadedModel(cfg), task)
+
+
+def join_ranks(cfg: EvalConfig) -> Ranks:
+    """Under torchrun: join the job (NCCL where the transformers backend puts each rank on a GPU, else gloo)."""
+    world, engine = ranks().world, cfg.model.vllm
+    replicas = world // engine.tensor_parallel_size
+    if cfg.model.backend == BackendKind.vllm and engine.data_parallel_size not in (None, replicas):
+        raise UserError(f"model.vllm.data_parallel_size={engine.data_parallel_size} with tensor_parallel_size="
+                        f"{engine.tensor_parallel_size} runs under torchrun --nproc-per-node "
+                        f"{engine.data_parallel_size * engine.tensor_parallel_size} (this job has {world} process"
+                        f"{'es' if world > 1 else ''}): one process per GPU, vLLM's external launcher")
+    if world == 1:
+        return ranks()
+    if cfg.model.backend == BackendKind.vllm:  # vLLM places its own workers; tensor-parallel peers share one replica
+        return join(gpu=False, ranks_per_share=cfg.model.vllm.tensor_parallel_size)
+    if cfg.model.backend == BackendKind.hf:
+        from glm_eval.backends.hf import resolve_device_dtype
+        return join(gpu=resolve_device_dtype(cfg.model.device, cfg.model.dtype)[0] == "cuda")
+    return join(gpu=False)
 
 
 def evaluate_suite(cfg: EvalConfig) -> dict:
@@ -123,7 +147,7 @@ def evaluate_suite(cfg: EvalConfig) -> dict:
     for name, task_cfg, task in configs:  # every task checked before the model loads
         loaded = loaded or LoadedModel(task_cfg)
         results[name] = evaluate_task(task_cfg, loaded, task)
-    if cfg.show_prompts:
+    if cfg.show_prompts or not ranks().leader:
         return results
     write_published(Path(cfg.results_dir), OmegaConf.to_container(cfg.suite, resolve=True))
     grid = rebuild_grid(Path(cfg.results_dir))
@@ -145,7 +169,8 @@ def evaluate_task(cfg: EvalConfig, loaded: LoadedModel, task: Task) -> dict | No
     per_doc = [task.requests(doc, task.shots(doc, cfg.data_dir), renderer, cfg.gen, list(cfg.model.stop))
                for doc in docs]
     if cfg.show_prompts:
-        show_prompts(per_doc, cfg.show_prompts)
+        if ranks().leader:
+            show_prompts(per_doc, cfg.show_prompts)
         return None
 
     writable_folder(Path(cfg.output_dir), "output_dir")  # before the work, not after it
@@ -157,6 +182,8 @@ def evaluate_task(cfg: EvalConfig, loaded: LoadedModel, task: Task) -> dict | No
         answered = answer(cfg, backend, cache, flat, len(per_doc))
     finally:
         cache.close()
+    if answered is None:  # a rank other than 0 of a torchrun job: rank 0 writes the run
+        return None
     by_doc: list[list[Response]] = [[] for _ in per_doc]
     for (d, _), response in zip(flat, answered.responses):
         by_doc[d].append(response)
@@ -167,6 +194,7 @@ def evaluate_task(cfg: EvalConfig, loaded: LoadedModel, task: Task) -> dict | No
     metrics.update({
         "model": cfg.model.name,
         "generated": answered.generated, "from_cache": len(flat) - answered.generated,
+        **({"answered_per_replica": answered.per_replica} if len(answered.per_replica) > 1 else {}),
         "wall_s": round(time.time() - started, 2),
         "generation_s": round(answered.seconds, 2),
         "generated_tokens": answered.tokens,
@@ -215,21 +243,31 @@ class Answered:
     generated: int  # requests answered by the model in this run (the rest came from the cache)
     tokens: int
     seconds: float
+    per_replica: list[int]  # requests each rank (vLLM: each replica) answered; one entry outside torchrun
 
 
 def answer(cfg: EvalConfig, backend: Backend, cache: ResponseCache, flat: list[tuple[int, Request]],
-           num_docs: int) -> Answered:
+           num_docs: int) -> Answered | None:
     """Answer every request: from the response cache where possible, else from the backend, writing each
-    new response through to the cache the moment it arrives. The progress bar counts documents."""
+    new response through to the cache the moment it arrives. The progress bar counts documents. Under torchrun
+    each rank answers its share and rank 0 gets all the answers (the other ranks get None)."""
+    job = ranks()
     keys = [ResponseCache.key(backend.info.fingerprint, r) for _, r in flat]
-    cached = {} if cfg.overwrite else cache.get_many(keys)
+    cached = {} if cfg.overwrite or not job.leader else cache.get_many(keys)  # rank 0 alone needs the answers
     responses: list[Response | None] = [cached.get(k) for k in keys]
-    pending = [i for i, r in enumerate(responses) if r is None]
+    # rank 0's view of what is unanswered, on every rank: all split the same list, also while others write the cache
+    pending = job.agree([i for i, r in enumerate(responses) if r is None])
+    unanswered = len(pending)
+    if job.world > 1:
+        pending = my_share(job, backend, flat, pending)
     remaining = [0] * num_docs  # requests still unanswered per document
     for i in pending:
         remaining[flat[i][0]] += 1
-    bar = tqdm(total=num_docs, initial=sum(1 for n in remaining if n == 0), unit="doc",
-               desc=f"{cfg.model.name} · {cfg.task.name}", disable=not cfg.progress, dynamic_ncols=True)
+    todo = sum(1 for n in remaining if n)
+    desc = f"{cfg.model.name} · {cfg.task.name}" + (f" · rank 0 of {job.world}" if job.world > 1 else "")
+    # under torchrun the bar counts rank 0's share: its ETA is the job's, shares being balanced
+    bar = tqdm(total=todo if job.world > 1 else num_docs, initial=0 if job.world > 1 else num_docs - todo,
+               unit="doc", desc=desc, disable=not cfg.progress or not job.leader, dynamic_ncols=True)
     started, tokens = time.time(), 0
     backend.take_stats()  # from here on, the counters are this task's alone
 
@@ -249,14 +287,40 @@ def answer(cfg: EvalConfig, backend: Backend, cache: ResponseCache, flat: list[t
     try:
         for kind, call in ((GenerationRequest, backend.generate), (LoglikelihoodRequest, backend.loglikelihood)):
             batch = [i for i in pending if isinstance(flat[i][1], kind)]
-            if batch:
+            # under torchrun every rank makes both calls, even with nothing to answer: vLLM's replicas step together
+            if batch or job.world > 1:
                 call([flat[i][1] for i in batch], lambda position, response, batch=batch:
                      on_response(batch[position], response))
     except KeyboardInterrupt:
         bar.close()
         done = sum(r is not None for r in responses)
-        print(f"interrupted: {done}/{len(responses)} responses are cached; rerun the same command to resume",
-              file=sys.stderr)
+        print(f"interrupted: {done}/{len(responses)} responses are cached; rerun the same command to resume"
+              if job.world == 1 else f"interrupted (rank {job.rank} of {job.world}): the answers finished so far "
+              "are cached; rerun the same command, on any number of ranks, to resume", file=sys.stderr)
         raise SystemExit(130)
     bar.close()
-    return Answered(responses, len(pending), tokens, time.time() - started)
+    parts = job.gather(({i: responses[i] for i in pending}, tokens))
+    if parts is None:
+        return None
+    replicas = parts[::job.ranks_per_share]  # vLLM's tensor-parallel peers hold the same answers
+    for answers, _ in replicas:
+        for i, response in answers.items():
+            responses[i] = response
+    return Answered(responses, unanswered, sum(t for _, t in replicas), time.time() - started,
+                    [len(answers) for answers, _ in replicas])
+
+
+def my_share(job: Ranks, backend: Backend, flat: list[tuple[int, Request]], pending: list[int]) -> list[int]:
+    """This rank's share of the unanswered requests: whole batches as the backend forms them, balanced by tokens."""
+    mine = []
+    for kind in (GenerationRequest, LoglikelihoodRequest):
+        ours = [i for i in pending if isinstance(flat[i][1], kind)]
+        if ours:
+            requests = [flat[i][1] for i in ours]
+            mine += [ours[p] for p in job.share(backend.groups(requests), [_length(r) for r in requests])]
+    return sorted(mine)
+
+
+def _length(request: Request) -> int:
+    prompt = prompt_of(request)
+    return len(prompt.token_ids) or len(prompt.text)

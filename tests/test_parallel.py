@@ -1,0 +1,145 @@
+"""Data parallel under torchrun (2 ranks, gloo, CPU) with the real small model on real data: the same samples.jsonl,
+byte for byte, as one process; a rank that dies ends the job with one line naming it, and the job resumes as a
+1-rank run from what the ranks finished. The splitting rules themselves are checked without a model."""
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_eval
+
+from glm_eval.core.protocol import LoglikelihoodRequest, Prompt
+from glm_eval.engine.parallel import Ranks
+
+
+def torchrun(*overrides, ranks=2, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             f"--nproc-per-node={ranks}", "-m", "glm_eval", *overrides, "progress=false"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def single(*overrides):
+    return subprocess.run([sys.executable, "-m", "glm_eval", *overrides, "progress=false"], cwd=REPO,
+                          capture_output=True, text=True)
+
+
+GSM8K = ["task=gsm8k", "limit=16", "gen.max_new_tokens=32"]
+# threads=1 for MMLU: a CPU matmul splits its sums by thread count, so log-probs match bytewise only between processes
+# with as many threads each (here 2 ranks of 1 thread, as torchrun's ranks get on 2 cores, against 1 process of 1)
+# 0-shot: a fifth of 5-shot's tokens, and still batches of several lengths to split
+MMLU = ["task=mmlu", "limit=40", "task.shots=0", "task.choice_scoring=logits", "threads=1"]
+
+
+def one_process(args: list[str], folder: Path) -> bytes:
+    """samples.jsonl of the same run in this process (the model already loaded), threads restored after."""
+    import torch
+    threads = torch.get_num_threads()
+    try:
+        run_eval(*args, f"results_dir={folder}/results", f"cache_dir={folder}/cache", f"output_dir={folder}/run")
+    finally:
+        torch.set_num_threads(threads)
+    return (folder / "run" / "samples.jsonl").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def gsm8k_one_process(tmp_path_factory, data_dir) -> bytes:
+    return one_process([*GSM8K, f"data_dir={data_dir}", "progress=false"], tmp_path_factory.mktemp("one"))
+
+
+@pytest.mark.parametrize("task", ["gsm8k", "mmlu"])
+def test_two_ranks_write_the_same_samples_as_one_process(task, tmp_path, data_dir, request):
+    args = [*(GSM8K if task == "gsm8k" else MMLU), f"data_dir={data_dir}"]
+    job = torchrun(*args, f"results_dir={tmp_path}/results", f"cache_dir={tmp_path}/c2", f"output_dir={tmp_path}/two")
+    out = job.communicate(timeout=600)[0]
+    assert job.returncode == 0, out[-3000:]
+    expected = (request.getfixturevalue("gsm8k_one_process") if task == "gsm8k"
+                else one_process([*args, "progress=false"], tmp_path / "one"))
+    assert (tmp_path / "two" / "samples.jsonl").read_bytes() == expected
+    assert out.count(" → ") == 1  # rank 0 alone writes and reports the run
+    per_rank = json.loads((tmp_path / "two" / "metrics.json").read_text())["answered_per_replica"]
+    assert len(per_rank) == 2 and min(per_rank) > 0 and sum(per_rank) == (16 if task == "gsm8k" else 40)
+
+
+def cached(path) -> int:
+    try:
+        with sqlite3.connect(path, timeout=30) as db:
+            return db.execute("SELECT count(*) FROM responses").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def rank_pid(parent: int, rank: int) -> int | None:
+    """The pid of a torchrun worker by its RANK (torchrun's children)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent \
+                    and f"RANK={rank}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def test_a_dead_rank_ends_the_job_with_one_line_and_it_resumes_on_one_rank(tmp_path, data_dir, gsm8k_one_process):
+    args = [*GSM8K, f"data_dir={data_dir}", f"cache_dir={tmp_path}/cache", f"output_dir={tmp_path}/run",
+            f"results_dir={tmp_path}/results"]
+    job = torchrun(*args, "batch.max_rows=2")  # small batches: answers arrive one pair at a time
+    deadline = time.time() + 300
+    while cached(tmp_path / "cache" / "responses.sqlite") < 3:
+        assert job.poll() is None and time.time() < deadline, job.stdout.read()[-3000:]
+        time.sleep(0.2)
+    os.kill(rank_pid(job.pid, 1), signal.SIGKILL)  # as the OOM killer would
+    out = job.communicate(timeout=120)[0]  # never a hang
+    assert job.returncode != 0
+    ours = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(ours) == 1 and ours[0].startswith("error: rank 1 of 2 exited before the job was done"), out[-3000:]
+    finished = cached(tmp_path / "cache" / "responses.sqlite")
+    assert 3 <= finished < 16 and not (tmp_path / "run" / "metrics.json").exists()
+    resumed = single(*args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"generated={16 - finished}, from cache={finished})" in resumed.stdout, resumed.stdout
+    # greedy replies do not depend on their batch-mates: the resumed run is the uninterrupted one, byte for byte
+    assert (tmp_path / "run" / "samples.jsonl").read_bytes() == gsm8k_one_process
+
+
+def test_shares_are_whole_groups_covering_every_request_once():
+    rng = random.Random(0)
+    weights = [rng.randint(1, 900) for _ in range(300)]
+    positions = list(range(300))
+    rng.shuffle(positions)
+    groups = [sorted(positions[k:k + rng.randint(1, 9)]) for k in range(0, 300, 9)]
+    groups = [g for g in groups if g]
+    for world, per_share in ((1, 1), (2, 1), (3, 1), (8, 1), (4, 2)):
+        shares = [Ranks(world=world, rank=r, ranks_per_share=per_share).share(groups, weights) for r in range(world)]
+        assert shares == [Ranks(world=world, rank=r, ranks_per_share=per_share).share(groups, weights)
+                          for r in range(world)]  # deterministic
+        distinct = shares[::per_share]
+        assert sorted(p for s in distinct for p in s) == sorted(p for g in groups for p in g)
+        assert shares[1::per_share] == distinct[:len(shares[1::per_share])] or per_share == 1  # replicas' peers
+        for share in distinct:
+            assert all(set(g) <= set(share) or not set(g) & set(share) for g in groups)  # whole groups only
+        loads = [sum(weights[p] for p in s) for s in distinct]
+        assert max(loads) - min(loads) <= max(sum(weights[p] for p in g) for g in groups)  # balanced
+
+
+def test_the_scorer_forms_the_same_batches_from_any_union_of_its_batches():
+    """What makes a rank's log-probs the bytes one process writes: it computes the very same batches."""
+    from glm_eval.backends.loglik import LoglikelihoodScorer
+    scorer = LoglikelihoodScorer.__new__(LoglikelihoodScorer)
+    scorer.token_budget, scorer.max_length = 4096, 2048
+    rng = random.Random(1)
+    for _ in range(20):
+        requests = [LoglikelihoodRequest(Prompt("", tuple(range(rng.choice([rng.randint(1, 3000), 300, 301])))),
+                                         ((1,),)) for _ in range(200)]
+        batches = scorer.batches(requests)
+        assert sorted(p for b in batches for p in b) == list(range(200))
+        chosen = [b for b in batches if rng.random() < 0.5]
+        subset = sorted(p for b in chosen for p in b)
+        again = [[subset[k] for k in b] for b in scorer.batches([requests[p] for p in subset])]
+        assert sorted(again) == sorted(chosen)
