@@ -57,6 +57,7 @@ def test_the_command_line_refuses_bad_input_in_one_line():  # the one process-bo
     (["model.vllm.engine_kwargs.max_num_seqs=8"], ["+model.vllm.engine_kwargs.max_num_seqs=<value>"]),
     (["model.backend=vllm", "model.vllm.data_parallel_size=2"], ["data_parallel_size=2", "--nproc-per-node 2"]),
     (["hydra/launcher=submitit_slurm"], ["sbatch", "hydra/launcher=submitit_local"]),
+    (["hydra/launcher=slurm"], ["unknown launcher 'slurm'", "basic, submitit_local, submitit_slurm"]),
     (["batch.max_rows=0"], ["batch.max_rows=0", "at least 1"]),
     (["gen.max_new_tokens=0"], ["gen.max_new_tokens=0", "at least 1"]),
     (["gen.samples=0"], ["gen.samples=0", "at least 1"]),

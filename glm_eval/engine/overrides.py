@@ -71,16 +71,27 @@ def validate(overrides: list[str]) -> None:
 
 
 def check_launcher(overrides: list[str]) -> None:
-    """Hydra's submitit launcher is an optional extra, and its SLURM flavour needs sbatch: say so before a sweep."""
+    """A launcher Hydra knows (ours in configs/hydra/launcher, its own, its plugins'); Hydra's submitit launcher is
+    an optional extra, and its SLURM flavour needs sbatch: say so before a sweep."""
     import importlib.util
     import shutil
     for override in overrides:
         launcher = override.partition("=")[2]
+        if launcher not in launchers():
+            raise UserError(f"unknown launcher '{launcher}'; valid: {', '.join(launchers())}")
         if launcher.startswith("submitit") and importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
             raise UserError(f"{override} needs Hydra's submitit launcher: pip install -e '.[cluster]'")
         if launcher == "submitit_slurm" and shutil.which("sbatch") is None:
             raise UserError(f"{override} submits with sbatch, which this machine does not have: run the sweep from "
                             "a SLURM login node, or try it here with hydra/launcher=submitit_local")
+
+
+def launchers() -> list[str]:
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+    Plugins.instance()  # discovers the installed launcher plugins, which register their configs
+    registered = [name.removesuffix(".yaml") for name in ConfigStore.instance().list("hydra/launcher")]
+    return sorted({*choices("hydra/launcher"), "basic", *registered})
 
 
 def _explain(error: Exception) -> str:
