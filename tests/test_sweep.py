@@ -1,6 +1,6 @@
 """--multirun sweeps through Hydra's submitit launcher (submitit_local: each (model, task) a job in its own process,
 as on SLURM): both runs written, the grid rebuilt when the last job ends, a rerun resumed from the cache, a failed
-job named without stopping the others; `python -m glm_eval.grid` rebuilds the grid by hand."""
+job named without stopping the others; `python -m glm_eval.grid` rebuilds the grid by hand; a suite fans out."""
 import json
 import subprocess
 import sys
@@ -46,11 +46,15 @@ def test_a_submitit_sweep_writes_every_run_and_rebuilds_the_grid(tmp_path, data_
     assert glm_eval(str(tmp_path / "nowhere"), module="glm_eval.grid").returncode == 2
 
 
-def test_a_suite_fans_out_into_one_job_per_task(tmp_path, data_dir):
+def test_a_suite_fans_out_into_one_job_per_task(tmp_path):
+    """`--multirun suite=…`: the suite's tasks become the sweep's task values (one job each; the sweep test above
+    runs jobs), and its published rows are written first, so the rebuilt grid has them."""
+    from glm_eval.engine.sweep import fan_out_suite
     results = tmp_path / "results"
-    sweep = glm_eval("--multirun", "suite=chatglm3-readme", "limit=1", "gen.max_new_tokens=4", "task.shots=0",
-                     f"data_dir={data_dir}", f"results_dir={results}", f"cache_dir={tmp_path}/cache", "progress=false")
-    assert sweep.returncode == 0, sweep.stderr[-3000:]
-    assert sweep.stdout.count(" → ") == 8  # eight runs, each its own job
-    grid = (results / "grid.md").read_text()
-    assert "| ChatGLM3-6B-Base (published) | 72.3 |" in grid and "| Δ smollm2-135m-instruct − ChatGLM3-6B-Base |" in grid
+    overrides = fan_out_suite(["suite=chatglm3-readme", "model=smollm2-135m-instruct,hf", "model.path=x", "limit=1",
+                               f"results_dir={results}"])
+    assert overrides == ["model=smollm2-135m-instruct,hf", "model.path=x", "limit=1", f"results_dir={results}",
+                         "task=gsm8k,math,bbh,mmlu,ceval,cmmlu,mbpp,agieval"]
+    published = json.loads((results / "published.json").read_text())
+    assert published["reference"] == "ChatGLM3-6B-Base" and published["rows"]["ChatGLM3-6B-Base"]["gsm8k"] == 72.3
+    assert fan_out_suite(["task=gsm8k,mmlu", "limit=1"]) == ["task=gsm8k,mmlu", "limit=1"]  # no suite: unchanged

@@ -45,7 +45,6 @@ def validate(overrides: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra")])
     except Exception as e:
         raise UserError(f"cannot parse overrides: {first_line(e, 1000)}") from e
-    first_values = []
     for o in parsed:
         key = o.get_key_element()
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
@@ -53,8 +52,7 @@ def validate(overrides: list[str]) -> None:
             for value in values:
                 if value not in choices(key):
                     raise UserError(f"unknown {key} '{value}'; valid {key}s: {describe_choices(key)}")
-        prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}.get(o.type, "")
-        first_values.append(f"{prefix}{key}={values[0]}" if o.is_sweep_override() else o.input_line)
+    first_values = [first_value(o) for o in parsed]
     try:
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
             cfg = compose("config", overrides=first_values)
@@ -68,6 +66,20 @@ def validate(overrides: list[str]) -> None:
         check_bounds(cfg)
     except ValueError as e:
         raise UserError(str(e)) from None
+
+
+def first_value(override) -> str:
+    """A parsed override with a sweep (a,b) cut to its first value: what one run of the sweep composes."""
+    if not override.is_sweep_override():
+        return override.input_line
+    prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}.get(override.type, "")
+    return f"{prefix}{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}"
+
+
+def first_values(overrides: list[str]) -> list[str]:
+    """The overrides of a sweep's first run (Hydra's own overrides left out)."""
+    parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("hydra")])
+    return [first_value(o) for o in parsed]
 
 
 def check_launcher(overrides: list[str]) -> None:

@@ -54,14 +54,14 @@ def fan_out_suite(overrides: list[str]) -> list[str]:
     in turn. The suite's published rows are written to results_dir now, so the rebuilt grid has its published and
     Δ rows."""
     from glm_eval.analysis.grid import write_published
-    from glm_eval.engine.overrides import compose_config
+    from glm_eval.engine.overrides import compose_config, first_values
     suites = [o for o in overrides if o.startswith("suite=")]
     if not suites:
         return overrides
     rest = [o for o in overrides if not o.startswith(("suite=", "task="))]
     tasks: list[str] = []
     for name in suites[0].partition("=")[2].split(","):
-        cfg = compose_config([*[o for o in rest if not o.startswith("hydra")], f"suite={name}"])
+        cfg = compose_config([*first_values(rest), f"suite={name}"])  # results_dir as the sweep's first run has it
         tasks += [t for t in cfg.suite.tasks if t not in tasks]
         write_published(Path(cfg.results_dir), OmegaConf.to_container(cfg.suite, resolve=True))
     return [*rest, f"task={','.join(tasks)}"]
