@@ -87,10 +87,11 @@ def check_launcher(overrides: list[str]) -> None:
     an optional extra, and its SLURM flavour needs sbatch: say so before a sweep."""
     import importlib.util
     import shutil
+    known = launchers() if overrides else []
     for override in overrides:
         launcher = override.partition("=")[2]
-        if launcher not in launchers():
-            raise UserError(f"unknown launcher '{launcher}'; valid: {', '.join(launchers())}")
+        if launcher not in known:
+            raise UserError(f"unknown launcher '{launcher}'; valid: {', '.join(known)}")
         if launcher.startswith("submitit") and importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
             raise UserError(f"{override} needs Hydra's submitit launcher: pip install -e '.[cluster]'")
         if launcher == "submitit_slurm" and shutil.which("sbatch") is None:

@@ -44,9 +44,10 @@ class Ranks:
         the share with the least weight so far; ties go to the lower share, so every rank computes the same split."""
         loads = [0] * self.shares
         mine, index = [], self.rank // self.ranks_per_share
-        for group in sorted(groups, key=lambda g: (-sum(weights[p] for p in g), g[0])):
+        weighed = sorted(((sum(weights[p] for p in g), g) for g in groups), key=lambda wg: (-wg[0], wg[1][0]))
+        for weight, group in weighed:
             share = min(range(self.shares), key=lambda s: (loads[s], s))
-            loads[share] += sum(weights[p] for p in group)
+            loads[share] += weight
             if share == index:
                 mine += group
         return sorted(mine)
