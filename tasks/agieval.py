@@ -48,6 +48,7 @@ def zero_shot_prompt(subset: str, passage: str, question: str, options: list[str
 
 class AGIEval(MultipleChoiceTask):
     title = "AGIEval"
+    shot_choices = (0,)  # its protocol has no exemplars
     averaging = Averaging(Average.macro)
     record_fields = ("gold", "letters", "multi", "cloze")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from glm_eval.core.averaging import Averaging
-from glm_eval.core.config import GenConfig, TaskConfig
+from glm_eval.core.config import GenConfig, ShotSampling, TaskConfig
 from glm_eval.core.errors import UserError, first_line
 from glm_eval.core.files import data_root, file_sha256, read_jsonl
 from glm_eval.core.protocol import GenerationRequest, Request, Response
@@ -57,6 +57,7 @@ class Task:
     record_fields: tuple[str, ...] = ("gold",)  # document fields copied into records: all that scoring reads
     limit_per_subject = False  # `limit=N`: the first N documents of each subject instead of the first N overall
     prompt_excerpt: int | None = None  # records keep this many characters from each end of a long prompt
+    shot_choices: tuple[int, ...] | None = None  # the task.shots it takes (None: any k, from the shot split)
 
     def __init__(self, cfg: TaskConfig):
         self.cfg = cfg
@@ -136,14 +137,22 @@ class Task:
         return kept
 
     def shots(self, doc: dict, data_dir: str | None) -> list[dict]:
-        """k exemplars from the shot split, seeded by (shot_seed, doc_id): the same prompt for a document
-        whatever the batch size, document order or process count."""
+        """k exemplars from the shot split: its first k for every document (shot_sampling=fixed), or drawn per
+        document seeded by (shot_seed, doc_id) (per_doc). Either way the same prompt for a document whatever the
+        batch size, document order or process count."""
         if self.cfg.shots <= 0:
             return []
         if self._shot_pool is None:
             self._shot_pool = self._load(data_dir, self.cfg.shot_local_file, self.cfg.shot_split).docs
+        pool = self.shot_candidates(doc, self._shot_pool)
+        if self.cfg.shot_sampling == ShotSampling.fixed:
+            return pool[:self.cfg.shots]
         rng = random.Random(f"{self.cfg.shot_seed}:{doc['doc_id']}")
-        return rng.sample(self._shot_pool, min(self.cfg.shots, len(self._shot_pool)))
+        return rng.sample(pool, min(self.cfg.shots, len(pool)))
+
+    def shot_candidates(self, doc: dict, pool: list[dict]) -> list[dict]:
+        """The exemplars a document may take, in the shot split's order (multiple choice: its subject's)."""
+        return pool
 
     # ---- prompt, extraction, metric ------------------------------------------------------------------------
     def prompt(self, doc: dict, shots: list[dict]) -> tuple[list[tuple[str, str]], str]:

@@ -5,7 +5,9 @@ the chain-of-thought exemplars are the official `cot-prompts/<task>.txt` (3 shot
 `bbh/cot-prompts/`, a sibling of the data folder, in both cases).
 Protocol (ChatGLM3 README grid, 66.1 for ChatGLM3-6B-Base: 3-shot; ChatGLM2-Base was scored with these
 prompts): the official prompt (task description + 3 CoT exemplars, canary header dropped), then
-"\n\nQ: {input}\nA: Let's think step by step." Greedy, up to 512 new tokens.
+"\n\nQ: {input}\nA: Let's think step by step." Greedy, up to 512 new tokens. `task.shots=0` drops the
+exemplars (zero-shot CoT: "Q: {input}\nA: Let's think step by step."); a subtask's prompt is one fixed prefix of
+all its questions, computed once by the HF backend.
 Stops: "\n\nQ:" (the next exemplar) and EOS only. lm-eval's bare "Q" stop cuts any reasoning that contains a
 capital Q ("Queen", "Question"), and "\n\n" cuts reasoning with blank lines: neither is used.
 Extraction: the text after the last "the answer is" (case-insensitive), trimmed of trailing punctuation,
@@ -36,6 +38,7 @@ SUBTASKS = ["boolean_expressions", "causal_judgement", "date_understanding", "di
 class BBH(Task):
     title = "BBH"
     averaging = Averaging(Average.macro)
+    shot_choices = (3, 0)  # the official prompts' 3 exemplars, or none
     prompt_dir: Path | None = None
 
     def local_rows(self, path: Path):
@@ -71,8 +74,12 @@ class BBH(Task):
         text = (self.prompt_dir / f"{subtask}.txt").read_text(encoding="utf-8")
         return text.split("-----\n", 1)[-1].strip()
 
+    def shots(self, doc: dict, data_dir: str | None) -> list[dict]:
+        return []  # the exemplars are the official prompt's text (`exemplars`)
+
     def prompt(self, doc: dict, shots: list[dict]) -> tuple[list[tuple[str, str]], str]:
-        return [], f"{self.exemplars(doc['subject'])}\n\nQ: {doc['input']}\nA:"
+        question = f"Q: {doc['input']}\nA:"
+        return [], f"{self.exemplars(doc['subject'])}\n\n{question}" if self.cfg.shots else question
 
     def extract(self, output: str) -> str | None:
         from glm_eval.scoring.answers import extract_bbh_answer

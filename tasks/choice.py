@@ -79,13 +79,10 @@ class MultipleChoiceTask(Task):
             return pairs, self.question_text(doc)
         return pairs, head + self.question_text(doc)
 
-    def shots(self, doc: dict, data_dir: str | None) -> list[dict]:
-        """The first k dev questions of the document's own subject (the standard k-shot protocol)."""
-        if self.cfg.shots <= 0:
-            return []
-        if self._shot_pool is None:
-            self._shot_pool = self._load(data_dir, self.cfg.shot_local_file, self.cfg.shot_split).docs
-        return [s for s in self._shot_pool if s["subject"] == doc["subject"]][:self.cfg.shots]
+    def shot_candidates(self, doc: dict, pool: list[dict]) -> list[dict]:
+        """The dev questions of the document's own subject: with shot_sampling=fixed its first k, the standard
+        k-shot protocol."""
+        return [s for s in pool if s["subject"] == doc["subject"]]
 
     def requests(self, doc: dict, shots: list[dict], renderer, gen: GenConfig, stop: list[str]) -> list[Request]:
         mode = ChoiceScoring(self.cfg.choice_scoring)

@@ -18,6 +18,7 @@ def extract_code(output: str) -> str:
 
 
 class CodeTask(Task):
+    shot_choices = (0,)  # its protocol has no exemplars
     metric = "pass@1"
     samples_scoring = SamplesScoring.pass_at_k
 

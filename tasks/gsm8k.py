@@ -4,8 +4,9 @@ Data: HF `openai/gsm8k` (config `main`) or `gsm8k/test.jsonl` from openai/grade-
 answer is the number after `####`.
 Protocol (ChatGLM3 README grid, 72.3 for ChatGLM3-6B-Base): 0-shot chain of thought, greedy.
   Prompt: "Q: {question}\nA: Let's think step by step." (Kojima et al. zero-shot CoT; the same user text
-  inside the chat template for chat models). `shots=k` adds k train exemplars chosen per document by a
-  seeded draw: the CoT trigger, the rationale without calculator annotations, then "The answer is N.".
+  inside the chat template for chat models). `shots=k` adds k train exemplars, the first k for every problem
+  (task.shot_sampling=fixed: one shared prefix, computed once) or drawn per problem (per_doc): the CoT trigger,
+  the rationale without calculator annotations, then "The answer is N.".
   Stops: "\nQ:", "Question:", EOS; up to 512 new tokens (256 cuts off long chains).
 Extraction, in this order, the last match of the first rule that matches:
   "the answer is N" → "#### N" → "\boxed{N}" → else the last number in the output.

@@ -50,6 +50,7 @@ NO_CHAT = {"trec", "triviaqa", "samsum", "lsht", "lcc", "repobench-p"}  # pred.p
 
 class LongBench(Task):
     title = "LongBench"
+    shot_choices = (0,)  # its protocol has no exemplars
     metric = "LongBench score"
     # THUDM's eval.py: a dataset scores round(100 · mean, 2); the overall is the mean of the 6 categories' means
     averaging = Averaging(Average.categories, subject_decimals=2)

@@ -6,7 +6,9 @@ Data: HF `EleutherAI/hendrycks_math` (one config per subject) / `HuggingFaceH4/M
 The gold answer is the last \\boxed{} of the reference solution (MATH-500 also gives it as `answer`).
 Protocol (ChatGLM3 README grid, 25.7 for ChatGLM3-6B-Base): 0-shot chain of thought, greedy, up to 1,024 new
 tokens. Prompt (OpenCompass math_0shot_gen / Qwen): "{problem}\nPlease reason step by step, and put your final
-answer within \\boxed{}." — raw text for base models, the user turn for chat models.
+answer within \\boxed{}." — raw text for base models, the user turn for chat models. `shots=k` puts k train
+problems with their reference solutions before it (task.shot_sampling: the first k, or drawn per problem); the
+train split is on the hub or in a local `math/train.jsonl`, which ../shared/data does not hold.
 Extraction: the last \\boxed{} of the output, else a "final answer is"/"answer is" sentence, else the last
 $…$ span or number (glm_eval/scoring/answers.py).
 Equivalence: normalised string match, else math-verify in a worker process with a 5 s timeout per answer.
@@ -38,10 +40,11 @@ class MATH(Task):
         if not isinstance(problem, str) or not gold:
             return None
         subject = str(row.get("type") or row.get("subject") or "unknown")
-        return {"problem": problem, "gold": gold, "subject": subject, "level": row.get("level")}
+        return {"problem": problem, "gold": gold, "subject": subject, "level": row.get("level"),
+                "solution": solution}
 
     def prompt(self, doc: dict, shots: list[dict]) -> tuple[list[tuple[str, str]], str]:
-        return [], self.cfg.template.format(**doc)
+        return [(self.cfg.template.format(**s), s["solution"]) for s in shots], self.cfg.template.format(**doc)
 
     def extract(self, output: str) -> str | None:
         from glm_eval.scoring.answers import extract_math_answer

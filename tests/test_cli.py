@@ -66,6 +66,11 @@ def test_the_command_line_refuses_bad_input_in_one_line():  # the one process-bo
      ["model.endpoint.concurrency=0", "at least 1"]),
     (["task=bbh", "gen.samples=4", "gen.temperature=0.7"], ["gen.samples=4", "BBH", "gsm8k"]),
     (["task=gsm8k", "gen.samples=4"], ["gen.samples=4", "gen.temperature>0"]),
+    (["task=bbh", "task.shots=5"], ["task.shots=5", "task.shots=3 or 0"]),
+    (["task=mbpp", "task.shots=1"], ["task.shots=1", "0-shot"]),
+    (["task=math500", "task.shots=2"], ["task.shots=2", "task.shot_local_file"]),
+    (["task=gsm8k", "task.shot_sampling=random"], ["task.shot_sampling=random", "fixed, per_doc"]),
+    (["batch.shared_prefix_tokens=0"], ["batch.shared_prefix_tokens=0", "at least 1"]),
 ])
 def test_bad_values_are_refused_before_any_model_loads(overrides, needles, monkeypatch):
     from glm_eval.backends import source

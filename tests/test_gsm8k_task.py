@@ -73,13 +73,18 @@ def test_missing_data_names_both_fixes(tmp_path, monkeypatch):
     assert "data_dir=" in message and "GLM_EVAL_DATA" in message and "hub" in message and "\n" not in message
 
 
-def test_shots_are_deterministic_per_document(data_dir):
-    task = gsm8k(shots=3)
+@pytest.mark.parametrize("sampling", ["fixed", "per_doc"])
+def test_shots_are_deterministic_per_document(data_dir, sampling):
+    task = gsm8k(shots=3, shot_sampling=sampling)
     docs = task.documents(str(data_dir)).docs[:4]
     forward = [task.shots(d, str(data_dir)) for d in docs]
     backward = [task.shots(d, str(data_dir)) for d in reversed(docs)][::-1]
     assert forward == backward and all(len(s) == 3 for s in forward)
-    assert forward[0] != forward[1]  # drawn per document, seeded by doc_id
+    if sampling == "fixed":  # the train split's first three for every problem: one shared prefix
+        train = task._load(str(data_dir), task.cfg.shot_local_file, task.cfg.shot_split).docs
+        assert all(s == train[:3] for s in forward)
+    else:
+        assert forward[0] != forward[1]  # drawn per document, seeded by doc_id
     pairs, question = task.prompt(docs[0], forward[0])
     assert question.startswith("Q: Janet") and question.endswith("\nA:")
     assert all(a.startswith("Let's think step by step.") and "The answer is" in a and "<<" not in a for _, a in pairs)

@@ -128,18 +128,27 @@ def test_shares_are_whole_groups_covering_every_request_once():
         assert max(loads) - min(loads) <= max(sum(weights[p] for p in g) for g in groups)  # balanced
 
 
-def test_the_scorer_forms_the_same_batches_from_any_union_of_its_batches():
-    """What makes a rank's log-probs the bytes one process writes: it computes the very same batches."""
+def test_a_rank_runs_its_part_of_the_jobs_plan():
+    """What makes a rank's log-probs the bytes one process writes: given any union of whole forwards of the job's
+    plan (made by every rank from the same list), it runs those very forwards on the same shared prefixes."""
     from glm_eval.backends.loglik import LoglikelihoodScorer
-    scorer = LoglikelihoodScorer.__new__(LoglikelihoodScorer)
-    scorer.token_budget, scorer.max_length = 4096, 2048
     rng = random.Random(1)
     for _ in range(20):
-        requests = [LoglikelihoodRequest(Prompt("", tuple(range(rng.choice([rng.randint(1, 3000), 300, 301])))),
-                                         ((1,),)) for _ in range(200)]
-        batches = scorer.batches(requests)
-        assert sorted(p for b in batches for p in b) == list(range(200))
-        chosen = [b for b in batches if rng.random() < 0.5]
-        subset = sorted(p for b in chosen for p in b)
-        again = [[subset[k] for k in b] for b in scorer.batches([requests[p] for p in subset])]
-        assert sorted(again) == sorted(chosen)
+        scorer = LoglikelihoodScorer.__new__(LoglikelihoodScorer)
+        scorer.token_budget, scorer.max_length, scorer._agreed = 4096, 2048, {}
+        scorer.share_prefix, scorer.prefix_budget = True, 32768
+        exemplars = [tuple(rng.randrange(50) for _ in range(rng.randint(40, 900))) for _ in range(5)]
+        own = [rng.choice([rng.randint(1, 3000), 300]) for _ in range(200)]
+        # few-shot prompts, others, some too long; all different
+        contexts = {rng.choice([*exemplars, ()]) + tuple(rng.randrange(50) for _ in range(n)) for n in own}
+        requests = [LoglikelihoodRequest(Prompt("", c), ((1,),)) for c in contexts]
+        job = scorer.plan(requests)
+        assert any(row.shared for forward in job for row in forward) and any(not row.shared for row in job[-1])
+        units = scorer.groups(requests)
+        assert sorted(p for u in units for p in u) == list(range(len(requests)))
+        chosen = [u for u in units if rng.random() < 0.5]
+        subset = sorted(p for u in chosen for p in u)
+        part = [[(subset[row.request], row.prefix, row.shared) for row in forward]
+                for forward in scorer.plan([requests[p] for p in subset])]
+        assert part == [[(row.request, row.prefix, row.shared) for row in forward] for forward in job
+                        if [row.request for row in forward] in chosen]

@@ -6,6 +6,10 @@ costing compute at the next refill or compaction), and waiting prompts are prefi
 slots, right-aligned to the current cache length. So the batch stays full until the queue runs dry, instead
 of decoding every row until the slowest one stops (lm-eval's static batches on GSM8K: 38% useful tokens).
 
+Prompts that share a long prefix (few-shot exemplars) are queued together and their prefix is run once
+(backends/prefix.py): a prefill runs only the rows' own tokens on top of it, and its KV is kept while rows that
+extend it wait, within a token budget.
+
 Per-row positions come from each row's own token count, padding is masked, and greedy picks the argmax of
 the row's own logits, so a row's output does not depend on which rows share its batch beyond kernel
 rounding (measured in tests/test_generator.py).
@@ -17,8 +21,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import torch
-from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
+from transformers.cache_utils import Cache, CacheLayerMixin
 
+from glm_eval.backends.prefix import PrefixedCache, PrefixGroup, compute_prefix, own_tokens, prefix_groups
 from glm_eval.backends.replies import reply, unfit_generation
 from glm_eval.core.protocol import GenerationRequest, OnResponse, OnText
 
@@ -109,7 +114,7 @@ class SlotCache(Cache):
         self.mask[:, :self.length] = self.mask[:, columns:self.length + columns].clone()
         self.mask[:, self.length:] = 0
 
-    def place(self, slots: list[int], prefill: DynamicCache, prefill_mask: torch.Tensor) -> None:
+    def place(self, slots: list[int], prefill: PrefixedCache, prefill_mask: torch.Tensor) -> None:
         """Write prefilled prompts (left-padded to a common length L) into `slots`, right-aligned to the
         current length; columns before them are cleared."""
         width = prefill_mask.shape[1]
@@ -145,7 +150,8 @@ class Counters:
     generated_tokens: int = 0
     computed_slots: int = 0  # row-steps computed (useful or not)
     peak_rows: int = 0
-    prefill_tokens: int = 0
+    prefill_tokens: int = 0  # prompt tokens computed (a shared prefix once)
+    reused_prefix_tokens: int = 0  # prompt tokens not computed: a shared prefix's, for each row but the one it ran for
     decode_steps: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
@@ -165,11 +171,13 @@ class SlotGenerator:
     KV-cache tokens (rows × context) and `prefill_tokens` tokens per prefill forward."""
 
     def __init__(self, model, tokenizer, eos_ids: set[int], max_rows: int = 64, max_tokens: int = 65536,
-                 prefill_tokens: int = 4096, pad_id: int = 0, max_length: int | None = None):
+                 prefill_tokens: int = 4096, pad_id: int = 0, max_length: int | None = None, share_prefix: bool = True,
+                 prefix_budget: int = 32768):
         self.model, self.tokenizer = model, tokenizer
         self.eos_ids = set(eos_ids)
         self.max_rows, self.max_tokens, self.prefill_tokens = max_rows, max_tokens, prefill_tokens
         self.pad_id = pad_id
+        self.share_prefix, self.prefix_budget = share_prefix, prefix_budget
         self._ending_ids_memo: dict[tuple[str, ...], list[int]] = {}
         self.device = next(model.parameters()).device
         self.max_length = max_length or getattr(model.config, "max_position_embeddings", None) or 1 << 30
@@ -181,21 +189,26 @@ class SlotGenerator:
         return taken
 
     # ---- prompt admission -------------------------------------------------------------------------------
-    def _prefill(self, rows: list[_Row]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
-        width = max(len(r.request.prompt.token_ids) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding
-            p = r.request.prompt.token_ids
-            ids[i, width - len(p):] = torch.tensor(p)
-            mask[i, width - len(p):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+    def _prefix(self, ids) -> PrefixedCache:
+        started = time.perf_counter()
+        cache = compute_prefix(self.model, ids)
+        self.counters.prefill_tokens += len(ids)
+        self.counters.prefill_seconds += time.perf_counter() - started
+        return cache
+
+    def _prefill(self, rows: list[_Row], prefix: PrefixedCache | None) -> tuple[PrefixedCache, torch.Tensor,
+                                                                                 torch.Tensor]:
+        """The rows' prompts after the shared prefix (if any), left-padded; returns each row's whole KV (prefix
+        included), its padding mask and the logits of the next token."""
+        shared = 0 if prefix is None else prefix.get_seq_length()
+        ids, mask, positions = own_tokens([r.request.prompt.token_ids for r in rows], shared, self.pad_id)
+        cache = PrefixedCache(self.model.config.num_hidden_layers, prefix)
         started = time.perf_counter()
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=positions.to(self.device), past_key_values=cache, use_cache=True,
                          logits_to_keep=1)
-        self.counters.prefill_tokens += int(mask.sum())
+        cache.materialize()
+        self.counters.prefill_tokens += int(mask[:, shared:].sum())
         self.counters.prefill_seconds += time.perf_counter() - started
         return cache, mask.to(self.device), out.logits[:, -1, :]
 
@@ -255,8 +268,18 @@ class SlotGenerator:
                 fits.append(i)
         if not fits:
             return
-        # Longest prompts first: the cache length only grows at the start, and memory peaks early.
-        queue = deque(sorted(fits, key=lambda i: -len(requests[i].prompt.token_ids)))
+        # Prompts of a prefix group together (its prefix is kept while they wait), longest groups and prompts first:
+        # the cache length mostly grows at the start, and memory peaks early.
+        groups = prefix_groups([requests[i].prompt.token_ids for i in fits], self.prefix_budget) \
+            if self.share_prefix else []
+        prefixes = _Prefixes(self, requests, [PrefixGroup(g.length, [fits[m] for m in g.members])
+                                              for g in groups if g.length])
+
+        def length(i: int) -> int:
+            return len(requests[i].prompt.token_ids)
+        head = {n: max(map(length, g.members)) for n, g in enumerate(prefixes.groups)}
+        queue = deque(sorted(fits, key=lambda i: (-head[prefixes.of[i]], prefixes.of[i], -length(i))
+                             if i in prefixes.of else (-length(i), -1, 0)))
         longest = len(requests[queue[0]].prompt.token_ids) + max(requests[i].max_new_tokens for i in fits)
         slots = max(1, min(self.max_rows, len(fits), self.max_tokens // max(longest, 1)))
         self.counters.peak_rows = max(self.counters.peak_rows, slots)
@@ -272,7 +295,7 @@ class SlotGenerator:
         while queue or any(live):
             free = [s for s, r in enumerate(live) if r is None]
             if queue and (len(free) >= refill_at or len(free) == slots):
-                self._admit(requests, queue, free, live, cache, finish, on_text)
+                self._admit(requests, queue, free, live, cache, finish, on_text, prefixes)
             elif not queue and free:
                 keep = [s for s, r in enumerate(live) if r is not None]
                 if not keep:
@@ -283,18 +306,22 @@ class SlotGenerator:
             if any(live):
                 self._step(live, cache, finish, on_text)
 
-    def _admit(self, requests, queue, free, live, cache, finish, on_text) -> None:
+    def _admit(self, requests, queue, free, live, cache, finish, on_text, prefixes: _Prefixes) -> None:
         while free and queue:
             group: list[_Row] = []
-            width = len(requests[queue[0]].prompt.token_ids)
-            while queue and len(group) < len(free) and (len(group) + 1) * width <= max(self.prefill_tokens, width):
+            number = prefixes.of.get(queue[0], -1)  # a prefill extends one prefix (or none)
+            shared = prefixes.groups[number].length if number >= 0 else 0
+            width = len(requests[queue[0]].prompt.token_ids) - shared
+            while (queue and len(group) < len(free) and prefixes.of.get(queue[0], -1) == number
+                   and (len(group) + 1) * width <= max(self.prefill_tokens, width)):
                 i = queue.popleft()
                 req = requests[i]
                 rng = None
                 if req.temperature > 0:
                     rng = torch.Generator().manual_seed((req.seed * 1_000_003 + req.sample_index) % 2**63)
                 group.append(_Row(i, req, position=len(req.prompt.token_ids), rng=rng))
-            prefill, mask, logits = self._prefill(group)
+            prefix = prefixes.take(number, len(group)) if number >= 0 else None
+            prefill, mask, logits = self._prefill(group, prefix)
             used = free[:len(group)]
             del free[:len(group)]
             cache.place(used, prefill, mask)
@@ -340,6 +367,33 @@ class SlotGenerator:
         for slot, r in enumerate(live):
             if r is None:
                 cache.mask[slot, t] = 0
+
+
+class _Prefixes:
+    """The KV of shared prefixes while rows that extend them wait: computed on first use, dropped once the group's
+    last row is prefilled, and the least recently used dropped first when they pass the token budget (it is
+    computed again if its rows come back)."""
+
+    def __init__(self, generator: SlotGenerator, requests: list[GenerationRequest], groups: list[PrefixGroup]):
+        self.generator, self.requests, self.groups = generator, requests, groups
+        self.of = {i: n for n, g in enumerate(groups) for i in g.members}  # request → its group
+        self.waiting = [len(g.members) for g in groups]
+        self.kept: dict[int, PrefixedCache] = {}
+
+    def take(self, number: int, rows: int) -> PrefixedCache:
+        group = self.groups[number]
+        computed = number not in self.kept
+        if computed:
+            prompt = self.requests[group.members[0]].prompt.token_ids
+            self.kept[number] = self.generator._prefix(prompt[:group.length])
+            while sum(self.groups[n].length for n in self.kept) > self.generator.prefix_budget:
+                self.kept.pop(next(iter(self.kept)))
+        prefix = self.kept.pop(number)
+        self.generator.counters.reused_prefix_tokens += group.length * (rows - computed)
+        self.waiting[number] -= rows
+        if self.waiting[number] > 0:
+            self.kept[number] = prefix  # most recently used last
+        return prefix
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, rng: torch.Generator) -> int:

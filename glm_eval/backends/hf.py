@@ -33,8 +33,10 @@ class HFBackend:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids, default=0)
         self.generator = SlotGenerator(self.model, tokenizer, eos_ids, max_rows=batch.max_rows,
                                        max_tokens=batch.max_tokens, prefill_tokens=batch.prefill_tokens, pad_id=pad,
-                                       max_length=cfg.max_length)
-        self.scorer = LoglikelihoodScorer(self.model, pad, self.generator.max_length, token_budget=batch.prefill_tokens)
+                                       max_length=cfg.max_length, share_prefix=batch.share_prefix,
+                                       prefix_budget=batch.shared_prefix_tokens)
+        self.scorer = LoglikelihoodScorer(self.model, pad, self.generator.max_length, token_budget=batch.prefill_tokens,
+                                          share_prefix=batch.share_prefix, prefix_budget=batch.shared_prefix_tokens)
         self.info = BackendInfo(fingerprint=json.dumps([source.identity, dtype, device.split(":")[0]]), dtype=dtype,
                                 device=device, context_length=self.generator.max_length)
 
@@ -47,8 +49,10 @@ class HFBackend:
 
     def groups(self, requests: list[GenerationRequest] | list[LoglikelihoodRequest]) -> list[list[int]]:
         if requests and isinstance(requests[0], LoglikelihoodRequest):
-            return self.scorer.batches(requests)
-        return [[i] for i in range(len(requests))]  # the slot generator refills rows as they finish
+            return self.scorer.groups(requests)
+        # the slot generator refills rows as they finish, so its batches form while it runs; each rank finds the
+        # shared prefixes of its own share
+        return [[i] for i in range(len(requests))]
 
     def tokens_processed(self) -> int:
         return self.generator.counters.generated_tokens + self.scorer.tokens_scored
@@ -56,7 +60,10 @@ class HFBackend:
     def take_stats(self) -> dict:
         c = self.generator.take_counters()
         scored, self.scorer.tokens_scored = self.scorer.tokens_scored, 0
+        computed, self.scorer.tokens_computed = self.scorer.tokens_computed, 0
         return {"rows": self.generator.max_rows, "peak_rows": c.peak_rows, "prefill_tokens": c.prefill_tokens,
+                "reused_prefix_tokens": c.reused_prefix_tokens,
                 "prefill_s": round(c.prefill_seconds, 2), "decode_steps": c.decode_steps,
                 "decode_s": round(c.decode_seconds, 2), "row_steps": c.computed_slots,
-                "useful_row_steps": c.generated_tokens, "loglik_tokens": scored}
+                "useful_row_steps": c.generated_tokens, "loglik_tokens": scored,
+                "loglik_computed_tokens": computed}  # context tokens run: a shared prefix once

@@ -80,6 +80,15 @@ class LoadedModel:
 
 def check_task(cfg: EvalConfig, task: Task) -> None:
     """What the typed config cannot know: options that depend on the task. Checked before any model loads."""
+    shots = cfg.task.shots
+    if task.shot_choices is not None and shots not in task.shot_choices:
+        takes = " or ".join(map(str, task.shot_choices))
+        raise UserError(f"task.shots={shots}: {task.title}'s protocol takes {takes} exemplars; set task.shots={takes}"
+                        if len(task.shot_choices) > 1 else f"task.shots={shots}: {task.title} is evaluated 0-shot "
+                        f"(its protocol has no exemplars); drop task.shots")
+    if task.shot_choices is None and shots > 0 and not cfg.task.shot_local_file:
+        raise UserError(f"task.shots={shots}: {task.title} has no exemplar split configured; set task.shot_split "
+                        f"and task.shot_local_file, or drop task.shots")
     samples = cfg.gen.samples
     if samples > 1 and task.samples_scoring is None:
         raise UserError(f"gen.samples={samples}: {task.title} scores one sample per document; several samples are "
