@@ -152,3 +152,6 @@ def test_a_rank_runs_its_part_of_the_jobs_plan():
                 for forward in scorer.plan([requests[p] for p in subset])]
         assert part == [[(row.request, row.prefix, row.shared) for row in forward] for forward in job
                         if [row.request for row in forward] in chosen]
+    twice = [requests[0], requests[0]]  # a question asked twice (MMLU has a few): both answered, in one forward
+    scorer.groups(twice + requests[1:3])
+    assert [[row.request for row in forward] for forward in scorer.plan(twice)] == [[0, 1]]

@@ -97,7 +97,8 @@ class LoglikelihoodScorer:
         for i, r in enumerate(requests):
             number, k, row = self._agreed[r]
             forwards.setdefault(number, []).append((k, Row(i, row.prefix, row.shared)))
-        return [[row for _, row in sorted(forwards[n])] for n in sorted(forwards)]
+        # rows in the plan's order (a duplicated request takes its copy's place, next to it)
+        return [[row for _, row in sorted(forwards[n], key=lambda e: e[0])] for n in sorted(forwards)]
 
     @torch.inference_mode()
     def score(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:
@@ -105,8 +106,9 @@ class LoglikelihoodScorer:
         prefix, number = None, -1  # the KV of the prefix group being scored (its forwards come one after another)
         for forward in plan:
             head = forward[0]  # a forward's rows share one prefix
-            if failed := unfit_loglikelihood(requests[head.request], self.max_length):  # alone in its forward
-                on_response(head.request, failed)
+            if failed := unfit_loglikelihood(requests[head.request], self.max_length):  # alone (or with its copies)
+                for row in forward:
+                    on_response(row.request, failed)
                 continue
             started = time.perf_counter()
             if head.prefix != number:
