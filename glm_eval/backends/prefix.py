@@ -124,10 +124,6 @@ class PrefixedCache(Cache):
             layers = [PrefixedLayer(p.keys, p.values) for p in prefix.layers]
         super().__init__(layers=layers)
 
-    @property
-    def prefix_length(self) -> int:
-        return self.layers[0].prefix_length
-
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep (and repeat) these rows of the rows' own tokens; the prefix (one row) is shared by any rows."""
         for layer in self.layers:
