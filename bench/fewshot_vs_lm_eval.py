@@ -1,7 +1,8 @@
 """Few-shot evaluation, glm-eval (shared prefixes computed once) vs lm-eval, side by side in one process.
 
 Same model (smollm2-135m-instruct, fp32, CPU, the same converted weights), token-identical prompts (raw text, no
-chat template, as lm-eval sends them by default), empty response cache. Wall times include model loading.
+chat template, as lm-eval sends them by default), empty response cache. Wall times include model loading, not the
+Python imports both harnesses share (done before either clock: `warm_imports`).
 
 1. MMLU 5-shot: every 14th of the 14,042 test questions (1,000, all 57 subjects). lm-eval runs its mmlu task
    mirrored locally, one task per subject as its group does (description per subject, the subject's dev split,
@@ -46,6 +47,16 @@ from glm_eval.scoring.answers import extract_bbh_answer  # noqa: E402
 from glm_eval.tasks.bbh import SUBTASKS  # noqa: E402
 
 BBH_STOP = ["\n\nQ:", "</s>", "<|im_end|>"]
+
+
+def warm_imports() -> None:
+    """Import what both harnesses use before either clock starts: lm-eval's wall is simple_evaluate's alone, and the
+    first glm-eval run would otherwise pay transformers' lazy imports (~9 s here) that lm-eval then finds done."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import lm_eval  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+    from transformers.models.llama import modeling_llama  # noqa: F401
 
 
 def run_glm(work: Path, name: str, *overrides: str) -> tuple[float, list[dict], dict]:
@@ -210,6 +221,7 @@ def main() -> None:
     parts = set(args.parts.split(","))
     data_dir = Path(args.data_dir)
     model_dir = ModelSource(compose_config(["model=smollm2-135m-instruct"]).model).folder()
+    warm_imports()
     work = Path(tempfile.mkdtemp(prefix="fewshot_bench_"))
     lines = []
     try:

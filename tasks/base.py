@@ -58,6 +58,7 @@ class Task:
     limit_per_subject = False  # `limit=N`: the first N documents of each subject instead of the first N overall
     prompt_excerpt: int | None = None  # records keep this many characters from each end of a long prompt
     shot_choices: tuple[int, ...] | None = None  # the task.shots it takes (None: any k, from the shot split)
+    counts_tokens = False  # its prompts are cut to a token budget, so an endpoint needs model.tokenizer
 
     def __init__(self, cfg: TaskConfig):
         self.cfg = cfg

@@ -57,6 +57,7 @@ class LongBench(Task):
     record_fields = ("answers", "all_classes", "length", "input_tokens")
     limit_per_subject = True
     prompt_excerpt = 1500
+    counts_tokens = True  # middle truncation to max_input_length tokens
     variant = ""  # LongBench-E reads the `<dataset>_e` files and configs
     all_datasets = list(DATASETS)
 

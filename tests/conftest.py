@@ -101,14 +101,15 @@ class Server:
     """A threaded HTTP server on a free loopback port; `reply(handler, path, payload)` answers each POST and
     every request is recorded as (path, headers, payload)."""
 
-    def __init__(self, reply, model_id="m"):
+    def __init__(self, reply, model_id="m", owned_by=None):
         self.reply, self.seen, self.lock, self.model_id = reply, [], threading.Lock(), model_id
+        card = {"id": model_id, "object": "model", **({"owned_by": owned_by} if owned_by else {})}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # an OpenAI server's model list: the cache identity of an endpoint run
                 if self.path.endswith("/models"):
-                    send(self, body={"object": "list", "data": [{"id": server.model_id, "object": "model"}]})
+                    send(self, body={"object": "list", "data": [card]})
                 else:
                     send(self, 404, b"{}")
 

@@ -71,11 +71,28 @@ def test_the_command_line_refuses_bad_input_in_one_line():  # the one process-bo
     (["task=math500", "task.shots=2"], ["task.shots=2", "task.shot_local_file"]),
     (["task=gsm8k", "task.shot_sampling=random"], ["task.shot_sampling=random", "fixed, per_doc"]),
     (["batch.shared_prefix_tokens=0"], ["batch.shared_prefix_tokens=0", "at least 1"]),
+    # nothing listens on port 9: a request, or even the model list, would fail otherwise
+    (["task=longbench/multi_news", "model=openai_api", "model.endpoint.url=http://127.0.0.1:9/v1"],
+     ["LongBench", "model.tokenizer="]),
+    (["model.tokenizer=chatglm3-6b"], ["model.tokenizer is for endpoints", "drop it"]),
+    (["model=openai_api", "model.endpoint.url=http://x/v1", "model.endpoint.prompt_as=ids"],
+     ["model.endpoint.prompt_as=ids", "auto, text, token_ids"]),
 ])
 def test_bad_values_are_refused_before_any_model_loads(overrides, needles, monkeypatch):
     from glm_eval.backends import source
     monkeypatch.setattr(source.ModelSource, "__init__", lambda *a: pytest.fail("a model was loaded"))
     message = refused(*overrides)
+    for needle in needles:
+        assert needle in message, message
+
+
+@pytest.mark.parametrize("tokenizer, needles", [
+    ("/no/such/folder", ["model.tokenizer=/no/such/folder", "not a folder"]),
+    ("openai_api", ["model.tokenizer=openai_api", "endpoint's config"]),
+])
+def test_a_bad_endpoint_tokenizer_is_one_line_before_any_request(tokenizer, needles):
+    message = refused("task=gsm8k", "model=openai_api", "model.endpoint.url=http://127.0.0.1:9/v1",
+                      "model.endpoint.api=completions", f"model.tokenizer={tokenizer}")
     for needle in needles:
         assert needle in message, message
 

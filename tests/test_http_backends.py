@@ -118,6 +118,24 @@ def test_openai_completions_stream_and_plain(serve):
     assert "messages" not in server.seen[0][2]
 
 
+@pytest.mark.parametrize("owned_by,prompt_as,tokenized,sent", [
+    ("vllm", "auto", True, [7, 8, 9]), ("glm-eval", "auto", True, [7, 8, 9]),  # servers known to take ids
+    ("openai", "auto", True, "Q: 2+2?"), (None, "auto", True, "Q: 2+2?"),  # others, or a card that does not say
+    ("vllm", "text", True, "Q: 2+2?"), ("other", "token_ids", True, [7, 8, 9]),  # forced either way
+    ("vllm", "auto", False, "Q: 2+2?")])  # no model.tokenizer: the ids are not the server's
+def test_completions_send_the_prompts_token_ids_where_the_server_takes_them(serve, owned_by, prompt_as, tokenized,
+                                                                             sent):
+    server = serve(lambda h, path, p: send(h, body={"choices": [{"index": 0, "text": " 4", "finish_reason": "stop"}]}),
+                   owned_by=owned_by)
+    backend = OpenAIBackend(endpoint(server.url, api="completions", prompt_as=prompt_as), "m", tokenized=tokenized)
+    prompt = Prompt(text="Q: 2+2?", token_ids=(7, 8, 9) if tokenized else ())
+    [response] = run(backend, [GenerationRequest(prompt, 16, min_new_tokens=1)])
+    assert response.text == " 4" and server.seen[-1][2]["prompt"] == sent
+    assert server.seen[-1][2]["min_tokens"] == 1  # vLLM's name for min_new_tokens
+    by_text = OpenAIBackend(endpoint(server.url, api="completions", prompt_as="text"), "m", tokenized=tokenized)
+    assert (backend.info.fingerprint == by_text.info.fingerprint) == (sent == "Q: 2+2?")  # ids: answers of their own
+
+
 def test_chatglm_legacy(serve, capsys):
     server = serve(lambda h, path, p: send(h, body={"response": "4. Next question: 3+3", "history": [],
                                                    "status": 200, "time": "2024-01-01 00:00:00"}))

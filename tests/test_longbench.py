@@ -158,6 +158,29 @@ def test_chat_wrapper_except_on_the_six_raw_datasets(chatglm3, data_dir):
         assert (request.stop, request.min_new_tokens) == ((("\n",), 1) if name == "samsum" else ((), 0))
 
 
+def test_an_endpoint_with_the_served_models_tokenizer_renders_as_in_process(chatglm3, data_dir):
+    """model.tokenizer for a deployed ChatGLM3-6B-32K given as its tokenizer-only folder (THUDM's tokenizer.model, no
+    config.json): ids, text and middle truncation as the in-process renderer. No server is asked."""
+    from glm_eval.engine.run import LoadedModel
+    endpoint = ["model=openai_api", "model.endpoint.url=http://127.0.0.1:9/v1", "model.endpoint.api=completions"]
+    remote = LoadedModel(compose_config([*endpoint, f"model.tokenizer={MODELS / 'chatglm3-tokenizer'}",
+                                         "model.prompt_format=chatglm3", "model.max_input_length=31500"])).renderer
+    here = PromptRenderer(chatglm3, None, "chatglm3", max_input_length=31500)
+    assert type(remote.tokenizer) is type(chatglm3) and remote.format == "chatglm3"
+    task = load_task(task_config("longbench", "gen.max_new_tokens=null"))
+    gen = compose_config([]).gen
+    for line in open(data_dir / "longbench" / "data" / "multifieldqa_zh.jsonl", encoding="utf-8").readlines()[:2]:
+        row = json.loads(line)
+        doc = {"doc_id": 0, "subject": "multifieldqa_zh", "context": row["context"] * 16, "input": row["input"]}
+        docs = [dict(doc), dict(doc)]
+        [theirs], [ours] = (task.requests(d, [], r, gen, []) for d, r in zip(docs, (remote, here)))
+        assert docs[0]["input_tokens"] == docs[1]["input_tokens"] > 31500 >= len(ours.prompt.token_ids) - 10  # cut
+        assert theirs.prompt.token_ids == ours.prompt.token_ids and theirs.prompt.text == ours.prompt.text
+    # a model config's name brings its checkpoint's prompt format and LongBench budget
+    named = LoadedModel(compose_config([*endpoint, "model.tokenizer=chatglm3-6b-32k"])).tokenizer_source.cfg
+    assert (named.path, named.prompt_format, named.max_input_length) == ("THUDM/chatglm3-6b-32k", "chatglm3", 31500)
+
+
 def test_real_sets_load_with_categories_and_one_line_errors(data_dir):
     task = load_task(task_config("longbench", f"task.options.datasets=[{','.join(THREE)}]"))
     docs = task.documents(str(data_dir))

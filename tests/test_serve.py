@@ -73,6 +73,54 @@ def test_gsm8k_through_each_http_backend_equals_in_process(server, tmp_path, dat
                          "task.gen_prefix=") == chat
 
 
+def run_records(tmp_path, data_dir, label, *overrides):
+    results = tmp_path / label
+    metrics = run_eval(f"data_dir={data_dir}", "progress=false", f"results_dir={results}", *overrides)
+    [samples] = results.glob("*/*/samples.jsonl")
+    records = [json.loads(line) for line in open(samples, encoding="utf-8")]
+    assert not any("error" in r for r in records)
+    return records, metrics
+
+
+def test_completions_with_the_tokenizer_send_the_in_process_chat_prompt(server, tmp_path, data_dir):
+    # chat template and GSM8K's answer prefix on both sides: the server gets the in-process token ids
+    gsm8k = ["task=gsm8k", "limit=5", "gen.max_new_tokens=100"]
+    here, here_metrics = run_records(tmp_path, data_dir, "here", *gsm8k, "model=smollm2-135m-instruct")
+    there, there_metrics = run_records(tmp_path, data_dir, "there", *gsm8k, "model=openai_api",
+                                       f"model.endpoint.url={server}/v1", "model.endpoint.api=completions",
+                                       "model.tokenizer=smollm2-135m-instruct")
+    assert here[0]["prompt"].startswith("<|im_start|>system") and here[0]["prompt"].endswith("Let's think step by step.")
+    assert [r["prompt"] for r in there] == [r["prompt"] for r in here]
+    assert [r["output"] for r in there] == [r["output"] for r in here]
+    assert there_metrics["prompt_sha256"] == here_metrics["prompt_sha256"]
+
+
+def test_completions_take_token_ids_that_name_tokens(server):
+    def complete(prompt):
+        return httpx.post(f"{server}/v1/completions", timeout=60, json={"prompt": prompt, "max_tokens": 3})
+    ok = complete([1, 2, 3]).json()
+    assert ok["usage"]["prompt_tokens"] == 3 and ok["choices"][0]["finish_reason"] in ("length", "stop")
+    for bad in ([], [-1], [10 ** 9], [1.5], [1, "a"], [[1]]):
+        assert complete(bad).status_code == 400, bad
+
+
+def test_longbench_through_an_endpoint_is_truncated_and_answered_as_in_process(server, tmp_path, data_dir):
+    from test_longbench import THREE
+    longbench = ["task=longbench", f"task.options.datasets=[{','.join(THREE)}]", "limit=2", "gen.max_new_tokens=12",
+                 "model.max_input_length=2000"]  # a budget the three sets' documents all exceed, cheap on CPU
+    here, here_metrics = run_records(tmp_path, data_dir, "here", *longbench, "model=smollm2-135m-instruct")
+    cut = [r for r in here if r["input_tokens"] > 2000]
+    assert len(here) == 6 and len(cut) == 5  # one multi_news document is shorter than the budget
+    assert all(2000 <= r["prompt_tokens"] < 2100 for r in cut if "prompt_tokens" in r)  # kept for long prompts
+    endpoint = ["model=openai_api", f"model.endpoint.url={server}/v1", "model.tokenizer=smollm2-135m-instruct"]
+    for label, api in [("completions", "completions"), ("chat", "chat")]:  # ids as in process; turns the server wraps
+        there, there_metrics = run_records(tmp_path, data_dir, label, *longbench, *endpoint, f"model.endpoint.api={api}")
+        assert [(r["input_tokens"], r.get("prompt_tokens"), r["prompt"]) for r in there] == \
+            [(r["input_tokens"], r.get("prompt_tokens"), r["prompt"]) for r in here]
+        assert there_metrics["prompt_sha256"] == here_metrics["prompt_sha256"]
+        assert [r["output"] for r in there] == [r["output"] for r in here]
+
+
 def test_langchain_chatglm_clients_with_their_own_payloads(server):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # langchain-community announces its sunset on import

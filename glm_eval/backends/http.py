@@ -13,6 +13,8 @@ Quirks handled:
 - api.py has no stop strings: stops are cut client-side, for every server alike.
 - api.py turns temperature 0 into 0.95 (sampling): warned once per backend.
 - api.py has no system turn: a system message is prefixed to the prompt, as ChatGLM2's own openai_api.py does.
+- Completions with model.tokenizer: the prompt goes as the in-process token ids to servers whose model card says
+  they take them (vLLM, glm-eval's serve) or with model.endpoint.prompt_as=token_ids, else as its text.
 - Cache identity: the model id the server reports (`GET /models`; vLLM's `root`, the weights' path, too) plus
   model.endpoint.revision, never the URL: the same model moved to another host keeps its cached answers, new
   weights behind a new id do not reuse old ones. api.py reports nothing: model.name plus the revision.
@@ -33,7 +35,7 @@ from functools import cached_property
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from glm_eval.core.config import EndpointApi, EndpointConfig
+from glm_eval.core.config import EndpointApi, EndpointConfig, PromptAs
 from glm_eval.core.errors import UserError, describe
 from glm_eval.core.protocol import BackendInfo, GenerationRequest, LoglikelihoodRequest, OnResponse, OnText, Response
 from glm_eval.glm.prompts import chatglm_query_history
@@ -41,6 +43,7 @@ from glm_eval.glm.prompts import chatglm_query_history
 log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 30.0
+TAKE_TOKEN_IDS = ("vllm", "glm-eval")  # the `owned_by` of model cards whose servers take `prompt: [ids]`
 MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)  # JSON errors are ValueErrors
 
 
@@ -234,7 +237,9 @@ class HTTPBackend:
 class OpenAIBackend(HTTPBackend):
     name = "openai_api"
 
-    def __init__(self, cfg: EndpointConfig, model_name: str):
+    def __init__(self, cfg: EndpointConfig, model_name: str, tokenized: bool = False):
+        """`tokenized`: prompts carry the in-process token ids (model.tokenizer), which a completions request may
+        send instead of the text."""
         super().__init__(cfg, model_name)
         try:
             self.api = EndpointApi(cfg.api)
@@ -243,6 +248,8 @@ class OpenAIBackend(HTTPBackend):
                             f"{', '.join(EndpointApi)}") from None
         self.url = f"{cfg.url.rstrip('/')}/{'chat/completions' if self.api == EndpointApi.chat else 'completions'}"
         self.model = cfg.model or model_name  # the served id once `identify` has asked
+        self.tokenized = tokenized
+        self.sends_ids = tokenized and cfg.prompt_as == PromptAs.token_ids  # prompt_as=auto: decided by `identify`
 
     def identify(self) -> tuple[list[str], int | None]:
         url = f"{self.cfg.url.rstrip('/')}/models"
@@ -254,7 +261,7 @@ class OpenAIBackend(HTTPBackend):
         if reply.status_code in (404, 405, 501):  # a server without a model list: trust the configuration
             log.warning(f"{url} lists no models (HTTP {reply.status_code}); cached answers are keyed by the name "
                         f"{self.model!r} and model.endpoint.revision={self.cfg.revision}")
-            return [self.model, str(self.api)], None
+            return [self.model, str(self.api), *self._prompt_mark()], None
         if not reply.is_success:
             raise UserError(f"{url} answered HTTP {reply.status_code}"
                             + (": set model.endpoint.api_key_env" if reply.status_code in (401, 403) else ""))
@@ -268,8 +275,15 @@ class OpenAIBackend(HTTPBackend):
             raise UserError(f"{url} serves {', '.join(ids) or 'no model'}; set model.endpoint.model to one of them")
         card = cards[ids.index(wanted)]
         self.model = wanted
+        if self.tokenized and self.cfg.prompt_as == PromptAs.auto:  # servers known to take a prompt's token ids
+            self.sends_ids = card.get("owned_by") in TAKE_TOKEN_IDS
         context = card.get("max_model_len")  # vLLM says; an OpenAI-style card does not
-        return [wanted, str(card.get("root") or ""), str(self.api)], context if isinstance(context, int) else None
+        return [wanted, str(card.get("root") or ""), str(self.api), *self._prompt_mark()], \
+            context if isinstance(context, int) else None
+
+    def _prompt_mark(self) -> list[str]:
+        """Sent as token ids, a prompt is not tokenized by the server (answers may differ from text's): its own key."""
+        return [str(PromptAs.token_ids)] if self.api == EndpointApi.completions and self.sends_ids else []
 
     def payload(self, req: GenerationRequest) -> dict:
         payload = {"model": self.model, "max_tokens": req.max_new_tokens, "temperature": req.temperature,
@@ -277,12 +291,16 @@ class OpenAIBackend(HTTPBackend):
         if self.api == EndpointApi.chat:
             messages = req.prompt.messages or (("user", req.prompt.text),)
             payload["messages"] = [{"role": role, "content": content} for role, content in messages]
+        elif self.sends_ids:  # rendered with model.tokenizer: exactly the ids the in-process backend runs
+            payload["prompt"] = list(req.prompt.token_ids)
         else:
             payload["prompt"] = req.prompt.text
         if req.stop:
             payload["stop"] = list(req.stop)
         if req.temperature > 0:  # a seed only matters when sampling
             payload["seed"] = req.seed
+        if req.min_new_tokens:  # vLLM's extension (LongBench's samsum masks its newline stop at the first token)
+            payload["min_tokens"] = req.min_new_tokens
         return payload
 
     def post(self, client: httpx.Client, req: GenerationRequest, deadline: float) -> tuple[str, str, int]:

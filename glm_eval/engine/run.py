@@ -16,11 +16,12 @@ from tqdm import tqdm
 
 from glm_eval.analysis.grid import rebuild_grid, register_run, write_published
 from glm_eval.core.config import Backend as BackendKind
-from glm_eval.core.config import EndpointApi, EvalConfig
+from glm_eval.core.config import EndpointApi, EvalConfig, ModelConfig, PromptFormat
 from glm_eval.core.errors import UserError, describe
 from glm_eval.core.files import cache_root, writable_folder
 from glm_eval.core.protocol import Backend, GenerationRequest, LoglikelihoodRequest, Request, Response
 from glm_eval.engine.cache import ResponseCache
+from glm_eval.engine.overrides import choices, model_config
 from glm_eval.engine.parallel import Ranks, join, ranks
 from glm_eval.engine.records import make_record, prompt_of, score_records, summarize, versions, write_run
 from glm_eval.glm.prompts import Format, PromptRenderer
@@ -33,16 +34,19 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     """The model side of a run, each part loaded on first use (after the task's data, so a missing file costs no
     model load): the tokenizer and prompt format, then the backend (weights, or an endpoint's identity); a suite
-    shares it. An HTTP endpoint has no tokenizer here: prompts go as chat turns (or, for a completions API, as raw
-    text)."""
+    shares it. An HTTP endpoint has a tokenizer only with model.tokenizer: then its prompts are rendered, counted and
+    truncated as in process; without one they go as chat turns (or, for a completions API, as raw text)."""
 
     def __init__(self, cfg: EvalConfig):
         self.cfg = cfg
-        self.remote = cfg.model.backend not in (BackendKind.hf, BackendKind.vllm)  # weights loaded here or not
+        self.remote = BackendKind(cfg.model.backend).remote
         if self.remote and cfg.model.endpoint is None:
             raise UserError(f"model.backend={cfg.model.backend} needs model.endpoint.url=<URL>")
         if not self.remote and not cfg.model.path:
             raise UserError("model.path is not set: give model.path=<hub id or local folder>")
+        if not self.remote and cfg.model.tokenizer:
+            raise UserError(f"model.tokenizer is for endpoints (model=openai_api or chatglm_api); "
+                            f"model.backend={cfg.model.backend} uses its checkpoint's own tokenizer: drop it")
         self._backend: Backend | None = None
 
     @cached_property
@@ -51,13 +55,46 @@ class LoadedModel:
         return ModelSource(self.cfg.model)  # converted models live under GLM_EVAL_CACHE, whatever cache_dir says
 
     @cached_property
+    def tokenizer_source(self):
+        """An endpoint's model.tokenizer: a model config's name (its path, prompt format and budget), else a local
+        folder or hub id. None without one (and for weights loaded here, whose own tokenizer is used)."""
+        from glm_eval.backends.source import ModelSource
+        spec = self.cfg.model.tokenizer
+        if not self.remote or not spec:
+            return None
+        if spec in choices("model"):
+            named = model_config(spec)
+            if BackendKind(named.backend).remote:
+                raise UserError(f"model.tokenizer={spec} is an endpoint's config; name a model with weights (e.g. "
+                                f"chatglm3-6b-32k), a local tokenizer folder or a hub id")
+        else:
+            named = OmegaConf.structured(ModelConfig(name=spec, path=spec))
+        try:
+            return ModelSource(named)
+        except UserError as e:
+            raise UserError(f"model.tokenizer={spec}: {e}") from None
+
+    @cached_property
     def renderer(self) -> PromptRenderer:
         model = self.cfg.model
-        if self.remote:
-            completions = model.backend == BackendKind.openai_api and model.endpoint.api == EndpointApi.completions
-            return PromptRenderer(None, None, Format.raw if completions else Format.messages)
-        return PromptRenderer(self.source.load_tokenizer(), model.chat, model.prompt_format,
-                              self.source.max_input_length())
+        if not self.remote:
+            return PromptRenderer(self.source.load_tokenizer(), model.chat, model.prompt_format,
+                                  self.source.max_input_length())
+        chat_api = model.backend == BackendKind.chatglm_api or model.endpoint.api == EndpointApi.chat
+        source = self.tokenizer_source
+        if source is None:
+            return PromptRenderer(None, None, Format.messages if chat_api else Format.raw)
+        named = source.cfg  # a model config's prompt settings, unless this run sets its own
+        chat = model.chat if model.chat is not None else named.chat
+        prompt_format = model.prompt_format if model.prompt_format != PromptFormat.auto else named.prompt_format
+        try:
+            tokenizer = source.load_tokenizer()
+            budget = model.max_input_length or source.max_input_length()
+        except UserError as e:
+            raise UserError(f"model.tokenizer={model.tokenizer}: {e}") from None
+        if budget is None and (context := self.backend.info.context_length):  # as served (vLLM's max_model_len)
+            budget = context - 500
+        return PromptRenderer(tokenizer, chat, prompt_format, budget, chat_api=chat_api)
 
     @property
     def backend(self) -> Backend:
@@ -71,7 +108,7 @@ class LoadedModel:
                 self._backend = VLLMBackend(self.source, self.renderer.tokenizer)
             elif model.backend == BackendKind.openai_api:
                 from glm_eval.backends.http import OpenAIBackend
-                self._backend = OpenAIBackend(model.endpoint, model.name)
+                self._backend = OpenAIBackend(model.endpoint, model.name, tokenized=bool(model.tokenizer))
             else:
                 from glm_eval.backends.http import ChatGLMBackend
                 self._backend = ChatGLMBackend(model.endpoint, model.name)
@@ -89,6 +126,9 @@ def check_task(cfg: EvalConfig, task: Task) -> None:
     if task.shot_choices is None and shots > 0 and not cfg.task.shot_local_file:
         raise UserError(f"task.shots={shots}: {task.title} has no exemplar split configured; set task.shot_split "
                         f"and task.shot_local_file, or drop task.shots")
+    if task.counts_tokens and BackendKind(cfg.model.backend).remote and not cfg.model.tokenizer:
+        raise UserError(f"{task.title} cuts prompts to a token budget, which an endpoint cannot do without the served "
+                        f"model's tokenizer: set model.tokenizer=<model config name, local folder or hub id>")
     samples = cfg.gen.samples
     if samples > 1 and task.samples_scoring is None:
         raise UserError(f"gen.samples={samples}: {task.title} scores one sample per document; several samples are "

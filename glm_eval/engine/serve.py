@@ -3,7 +3,7 @@
 Serves a model loaded as glm-eval loads it, over the HTTP APIs that ChatGLM users and their clients speak:
   GET  /health, GET /v1/models
   POST /v1/chat/completions   OpenAI chat (stream and non-stream; ChatGLM3's openai_api_demo, LangChain's ChatGLM3)
-  POST /v1/completions        OpenAI completions: the prompt text as is, no chat template
+  POST /v1/completions        OpenAI completions: the prompt text as is, no chat template, or its token ids
   POST /                      ChatGLM api.py: {prompt, history, max_length, top_p, temperature} → {response, history,
                               status, time} (LangChain's ChatGLM). Unlike api.py, temperature 0 means greedy.
 Requests are rendered with the model's own prompt format (glm_eval/glm/prompts.py), so an endpoint run sees the same
@@ -46,6 +46,7 @@ class Sampling(BaseModel):
     seed: int | None = Field(None, ge=0, lt=2**63)
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1)
+    min_tokens: int = Field(0, ge=0)  # vLLM's extension: stops and EOS are ignored before this many tokens
 
 
 class Message(BaseModel):
@@ -59,7 +60,7 @@ class ChatBody(Sampling):
 
 
 class CompletionBody(Sampling):
-    prompt: str | list[str]
+    prompt: str | list[str] | list[int]  # text, or token ids (vLLM's API: glm-eval's endpoint runs send them)
 
 
 class LegacyBody(Sampling):  # api.py: {prompt, history, max_length, top_p, temperature}
@@ -239,7 +240,7 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
             max_new_tokens=max(1, min(max_new or max_new_default, context - len(prompt.token_ids))),
             temperature=temperature if body.temperature is None else body.temperature,
             top_p=top_p if body.top_p is None else body.top_p,
-            seed=uuid.uuid4().int % 2**31 if body.seed is None else body.seed)
+            seed=uuid.uuid4().int % 2**31 if body.seed is None else body.seed, min_new_tokens=body.min_tokens)
 
     async def answer(request: GenerationRequest, http: Request) -> Response:
         response = await engine.generate(request, http.is_disconnected)
@@ -305,10 +306,19 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = await body_of(request, CompletionBody)
-        text = body.prompt[0] if isinstance(body.prompt, list) and len(body.prompt) == 1 else body.prompt
-        if not isinstance(text, str):
-            raise HTTPException(400, "prompt must be a string (or a list of one)")
-        request_ = generation(renderer.plain(text), body, 16, body.max_tokens)
+        given = body.prompt
+        if isinstance(given, list) and len(given) == 1 and isinstance(given[0], str):
+            given = given[0]
+        if isinstance(given, str):
+            prompt = renderer.plain(given)
+        elif all(isinstance(i, int) for i in given):
+            try:
+                prompt = renderer.from_token_ids(given)
+            except ValueError as e:
+                raise HTTPException(400, str(e)) from None
+        else:
+            raise HTTPException(400, "prompt must be a string (or a list of one), or a list of token ids")
+        request_ = generation(prompt, body, 16, body.max_tokens)
         head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model_id}
         if body.stream:
             return sse(request_, lambda piece, reason: {**head, "object": "text_completion", "choices": [

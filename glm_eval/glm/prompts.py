@@ -30,11 +30,14 @@ class PromptRenderer:
     chat_template: the tokenizer's Jinja chat template.
     chatglm3 / glm4: THUDM's build_chat_input ids, token-exact; few-shot pairs become history turns.
     chatglm2: the "[Round n]\n\n问：…\n\n答：" text of ChatGLM2's build_prompt.
-    messages: the turns alone, for chat endpoints that apply their own template (no tokenizer here). A chat API
-      cannot start the reply for the model, so a task's answer prefix ends the user turn instead.
+    messages: the turns alone, for chat endpoints that apply their own template (no tokenizer here).
+    `chat_api` (and `messages`): prompts for a chat API, which cannot start the reply for the model, so a task's
+    answer prefix ends the user turn instead; with a tokenizer the prompt still carries the ids the server's
+    template gives those turns (an endpoint's prompts counted and truncated as in process).
     """
 
-    def __init__(self, tokenizer, chat: bool | None, prompt_format: str = "auto", max_input_length: int | None = None):
+    def __init__(self, tokenizer, chat: bool | None, prompt_format: str = "auto", max_input_length: int | None = None,
+                 chat_api: bool = False):
         if prompt_format == "auto":
             use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
             prompt_format = Format.chat_template if use_chat else Format.raw
@@ -50,6 +53,7 @@ class PromptRenderer:
             raise UserError("prompt_format chatglm2 needs the checkpoint's SentencePiece tokenizer.model")
         self.tokenizer, self.format, self.thudm = tokenizer, fmt, thudm
         self.chat = fmt != Format.raw
+        self.chat_api = chat_api or fmt == Format.messages
         self.max_input_length = max_input_length  # long-context prompt budget, in tokens, before the chat wrapper
 
     def render(self, shots: list[tuple[str, str]], question: str, gen_prefix: str = "",
@@ -66,10 +70,10 @@ class PromptRenderer:
         """A conversation ending in a user turn, wrapped in the model's chat format (the server renders requests
         with this too, so an endpoint sees the same tokens as an in-process run)."""
         prefix = gen_prefix.strip()
+        if self.chat_api and prefix:
+            *earlier, (role, content) = messages
+            messages, prefix = (*earlier, (role, with_prefix(content, prefix))), ""
         if self.format == "messages":
-            if prefix:
-                *earlier, (role, content) = messages
-                messages = (*earlier, (role, with_prefix(content, prefix)))
             return Prompt(text="\n\n".join(f"[{role}] {content}" for role, content in messages), messages=messages)
         if self.format == "raw":
             return self.plain(with_prefix("\n\n".join(content for _, content in messages), prefix))
@@ -104,6 +108,13 @@ class PromptRenderer:
     def plain(self, text: str) -> Prompt:
         """`text` without any chat wrapper, tokenized with the tokenizer's own prefix (BOS, or [gMASK] sop)."""
         return Prompt(text=text, token_ids=tuple(self.tokenizer.encode(text)) if self.tokenizer else ())
+
+    def from_token_ids(self, ids: list[int]) -> Prompt:
+        """A prompt given as token ids (a completions request, as vLLM takes them): each must name a token."""
+        size = len(self.tokenizer)
+        if not ids or not all(0 <= i < size for i in ids):
+            raise ValueError(f"prompt token ids must be a non-empty list of ids in [0, {size})")
+        return Prompt(text=self.tokenizer.decode(ids), token_ids=tuple(ids))
 
     def continuation_ids(self, text: str) -> list[int]:
         """`text` tokenized on its own, without special tokens (a continuation after a prompt)."""

@@ -38,6 +38,9 @@ class _GLMTokenizer:
         # ids never occur in ChatGLM2 or base-model output, so the same list is safe there
         self.stop_ids = [self.eos_token_id, self.special_ids["<|user|>"], self.special_ids["<|observation|>"]]
 
+    def __len__(self) -> int:  # as len() of an HF tokenizer: every id that means a token
+        return self.num_token_ids
+
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return (self.prefix if add_special_tokens else []) + self.text_ids(text)
 
@@ -145,6 +148,18 @@ class GLM4Tokenizer(_GLMTokenizer):
 def read_tiktoken_ranks(path: str | Path) -> dict[bytes, int]:
     with open(path, encoding="ascii") as f:
         return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in f if line.strip())}
+
+
+def is_thudm_tokenizer_folder(path: str | None) -> bool:
+    """A local folder holding THUDM's tokenizer.model under a tokenizer_config.json that names their remote-code class
+    (ChatGLMTokenizer, ChatGLM4Tokenizer), e.g. a tokenizer-only copy without config.json."""
+    folder = Path(path or "").expanduser()
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(config, dict) and str(config.get("tokenizer_class", "")).startswith("ChatGLM")
+            and (folder / "tokenizer.model").is_file())
 
 
 def load_glm_tokenizer(folder: str | Path) -> ChatGLMTokenizer | GLM4Tokenizer:
