@@ -92,7 +92,8 @@ class LoadedModel:
             budget = model.max_input_length or source.max_input_length()
         except UserError as e:
             raise UserError(f"model.tokenizer={model.tokenizer}: {e}") from None
-        if budget is None and (context := self.backend.info.context_length):  # as served (vLLM's max_model_len)
+        context = self.backend.info.context_length if budget is None else None
+        if context and context > 500:  # as served (vLLM's max_model_len); a smaller one leaves no budget to use
             budget = context - 500
         return PromptRenderer(tokenizer, chat, prompt_format, budget, chat_api=chat_api)
 
