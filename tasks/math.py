@@ -12,7 +12,9 @@ train split is on the hub or in a local `math/train.jsonl`, which ../shared/data
 Extraction: the last \\boxed{} of the output, else a "final answer is"/"answer is" sentence, else the last
 $…$ span or number (glm_eval/scoring/answers.py).
 Equivalence: normalised string match, else math-verify in a worker process with a 5 s timeout per answer.
-Averaging: per problem (micro), with per-subject scores; macro over the 7 subjects reported too.
+Averaging: per problem (micro), with per-subject scores; macro over the 7 subjects reported too. Several samples
+(`gen.samples=n`, sampled): avg@n as the headline, as reasoning models are published (glm-simple-evals runs
+MATH-500 as avg@3), with maj@k, pass@k and the spread across seeds beside it.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ SUBJECTS = ["algebra", "counting_and_probability", "geometry", "intermediate_alg
 
 class MATH(Task):
     title = "MATH"
-    samples_scoring = SamplesScoring.majority
+    samples_scoring = SamplesScoring.mean
 
     def hub_rows(self, split: str):
         if self.cfg.dataset_config:  # a single-config dataset such as MATH-500

@@ -156,3 +156,12 @@ def send(handler, status=200, body=b"", content_type="application/json", headers
         handler.send_header(name, value)
     handler.end_headers()
     handler.wfile.write(body)
+
+
+@pytest.fixture(scope="session")
+def tiny_glm(tmp_path_factory):
+    """`tiny_glm(family)`: the folder of a tiny random checkpoint of one of today's GLM architectures
+    (tests/tiny_glm.py), built once per session."""
+    from tiny_glm import build
+    root = tmp_path_factory.mktemp("tiny_glm")
+    return lambda family: build(family, root / family)

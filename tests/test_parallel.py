@@ -1,6 +1,7 @@
 """Data parallel under torchrun (2 ranks, gloo, CPU) with the real small model on real data: the same samples.jsonl,
-byte for byte, as one process; a rank that dies ends the job with one line naming it, and the job resumes as a
-1-rank run from what the ranks finished. The splitting rules themselves are checked without a model."""
+byte for byte, as one process, sampled replies included (4 per problem, each seeded by its document and index); a rank
+that dies ends the job with one line naming it, and the job resumes as a 1-rank run from what the ranks finished, with
+the uninterrupted run's bytes. The splitting rules themselves are checked without a model."""
 import json
 import os
 import random
@@ -29,7 +30,7 @@ def single(*overrides):
                           capture_output=True, text=True)
 
 
-GSM8K = ["task=gsm8k", "limit=16", "gen.max_new_tokens=32"]
+GSM8K = ["task=gsm8k", "limit=4", "gen.samples=4", "gen.temperature=0.8", "gen.max_new_tokens=32"]  # 16 replies
 # threads=1 for MMLU: a CPU matmul splits its sums by thread count, so log-probs match bytewise only between processes
 # with as many threads each (here 2 ranks of 1 thread, as torchrun's ranks get on 2 cores, against 1 process of 1)
 # 0-shot: a fifth of 5-shot's tokens, and still batches of several lengths to split
@@ -104,7 +105,8 @@ def test_a_dead_rank_ends_the_job_with_one_line_and_it_resumes_on_one_rank(tmp_p
     resumed = single(*args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"generated={16 - finished}, from cache={finished})" in resumed.stdout, resumed.stdout
-    # greedy replies do not depend on their batch-mates: the resumed run is the uninterrupted one, byte for byte
+    # replies do not depend on their batch-mates (a sample's seed is its own): the resumed run is the uninterrupted
+    # one, byte for byte
     assert (tmp_path / "run" / "samples.jsonl").read_bytes() == gsm8k_one_process
 
 

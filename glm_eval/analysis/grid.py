@@ -9,8 +9,9 @@ import pandas as pd
 
 from glm_eval.core.files import write_atomic, write_json
 
-COLUMNS = {"gsm8k": "GSM8K", "math": "MATH", "math500": "MATH-500", "bbh": "BBH", "mmlu": "MMLU", "ceval": "C-Eval", "cmmlu": "CMMLU",
-           "mbpp": "MBPP", "agieval": "AGIEval", "humaneval": "HumanEval", "longbench": "LongBench", "longbench_e": "LongBench-E"}
+COLUMNS = {"gsm8k": "GSM8K", "math": "MATH", "math500": "MATH-500", "bbh": "BBH", "mmlu": "MMLU", "ceval": "C-Eval",
+           "cmmlu": "CMMLU", "mbpp": "MBPP", "agieval": "AGIEval", "humaneval": "HumanEval", "longbench": "LongBench",
+           "longbench_e": "LongBench-E", "aime24": "AIME24", "aime25": "AIME25"}
 
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,22 @@ def _unusable(m: dict) -> str | None:
     return None
 
 
+CUT_OFF = " cut-off %"  # the column beside a reasoning score: the share of replies cut off inside their reasoning
+
+
+def cut_off_share(metrics: dict) -> float | None:
+    """The share (0-100) of a run's replies cut off inside their reasoning; None for a run whose replies did not
+    reason."""
+    block = metrics.get("reasoning")
+    share = block.get("cut_off_share") if isinstance(block, dict) else None
+    return 100 * share if isinstance(share, (int, float)) and not isinstance(share, bool) else None
+
+
 def collect(runs: list[dict]) -> pd.DataFrame:
-    rows = [{"model": m["model"], "task": m["task"], "score": 100 * m["score"], "finished_at": m.get("finished_at", "")}
+    rows = [{"model": m["model"], "task": m["task"], "score": 100 * m["score"], "cut_off": cut_off_share(m),
+             "finished_at": m.get("finished_at", "")}
             for m in runs if isinstance(m.get("score"), (int, float))]
-    return pd.DataFrame(rows, columns=["model", "task", "score", "finished_at"])
+    return pd.DataFrame(rows, columns=["model", "task", "score", "cut_off", "finished_at"])
 
 
 def published_rows(results_dir: Path, fallback: dict | None = None) -> tuple[pd.DataFrame, str | None]:
@@ -128,6 +141,8 @@ def build_grid(results_dir: Path, all_runs: list[dict], fallback_published: dict
     """Rows: models (scores ×100), published rows, Δ rows; columns: tasks in the README's order."""
     runs = collect(all_runs).sort_values("finished_at").drop_duplicates(["model", "task"], keep="last")
     grid = runs.pivot(index="model", columns="task", values="score") if len(runs) else pd.DataFrame()
+    reasoned = runs.dropna(subset=["cut_off"])
+    cut_off = reasoned.pivot(index="model", columns="task", values="cut_off") if len(reasoned) else pd.DataFrame()
     published, reference = published_rows(results_dir, fallback_published)
     deltas = pd.DataFrame()
     if reference in published.index and len(grid):
@@ -138,7 +153,14 @@ def build_grid(results_dir: Path, all_runs: list[dict], fallback_published: dict
         published.index = [f"{name} (published)" for name in published.index]
     grid = pd.concat([grid, published, deltas])
     known = [t for t in COLUMNS if t in grid.columns]
-    return grid[known + sorted(set(grid.columns) - set(known))].rename(columns=COLUMNS).round(1)
+    order = []
+    for task in known + sorted(set(grid.columns) - set(known)):
+        order.append(task)
+        if task in cut_off.columns:  # beside a reasoning score: how many of its replies never reached an answer
+            grid[task + CUT_OFF] = cut_off[task]
+            order.append(task + CUT_OFF)
+    names = {**COLUMNS, **{t + CUT_OFF: COLUMNS.get(t, t) + CUT_OFF for t in cut_off.columns}}
+    return grid[order].rename(columns=names).round(1)
 
 
 def write_table(grid: pd.DataFrame, stem: Path, decimals: int, notes: list[str] = ()) -> None:

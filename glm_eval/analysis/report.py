@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from glm_eval.analysis.compare import (Comparison, Run, category_members, compare, find_runs, flip_names, fmt, fmt_p,
                                        strata, weighted_score, weighted_stderr)
-from glm_eval.analysis.grid import build_grid
+from glm_eval.analysis.grid import build_grid, cut_off_share
 from glm_eval.core.averaging import Averaging, is_scored, record_value
 from glm_eval.core.cli import parse_args, whole_number
 from glm_eval.core.errors import UserError
@@ -90,6 +90,18 @@ def output_text(record: dict) -> str:
                                               f"{letter} {value}" for letter, value in zip(letters, record["logprobs"]))
 
 
+NO_ANSWER = {"cut_off": "no answer: cut off by the token limit inside its reasoning",
+             "unclosed": "no answer: the reply ended inside its reasoning"}
+
+
+def no_answer_note(record: dict) -> str:
+    """Why replies of a document gave no answer (reasoning never closed), for the sample viewer."""
+    states = [reply.get("reasoning_state") for reply in record.get("replies") or []]
+    notes = [f"{NO_ANSWER[s]}" + (f" (sample {j})" if len(states) > 1 else "") for j, s in enumerate(states)
+             if s in NO_ANSWER]
+    return "; ".join(notes)
+
+
 def run_data(run: Run) -> dict:
     records = run.rows
     prefixes: list[str] = []
@@ -109,7 +121,8 @@ def run_data(run: Run) -> dict:
         sample = {"i": r.get("doc_id"), "s": r.get("subject") or "", "c": status_of(r, run.binary),
                   "p": index, "q": prompt[len(prefixes[index]):] if index >= 0 else prompt,
                   "o": output_text(r), "x": as_text(r.get("extracted")),
-                  "g": as_text(r.get("gold", r.get("answers"))), "e": as_text(r.get("error") or r.get("scoring_error"))}
+                  "g": as_text(r.get("gold", r.get("answers"))),
+                  "e": as_text(r.get("error") or r.get("scoring_error") or no_answer_note(r))}
         if not run.binary and "score" in r:
             sample["v"] = round(float(r["score"]), 3)
         samples.append(sample)
@@ -168,10 +181,13 @@ def runs_html(runs: list[Run]) -> str:
         m = run.metrics
         score = m.get("score") if isinstance(m.get("score"), (int, float)) else float("nan")
         stderr = m.get("stderr") if isinstance(m.get("stderr"), (int, float)) else float("nan")
+        cut = cut_off_share(m)
         rows.append([f'<a href="runs/{esc(slug(run))}.html">{esc(run.label)}</a>', esc(run.task),
-                     esc(m.get("metric", "")), f"{fmt(100 * score)} ± {fmt(196 * stderr)}", esc(m.get("n", "-")),
-                     esc(m.get("failed", 0)), esc(m.get("finished_at", ""))])
-    return table(["run", "task", "metric", "score ± 95%", "n", "failed", "finished"], rows, raw=True)
+                     esc(m.get("metric", "")), f"{fmt(100 * score)} ± {fmt(196 * stderr)}",
+                     "-" if cut is None else f"{cut:.1f}%", esc(m.get("n", "-")), esc(m.get("failed", 0)),
+                     esc(m.get("finished_at", ""))])
+    return table(["run", "task", "metric", "score ± 95%", "cut off in reasoning", "n", "failed", "finished"], rows,
+                 raw=True)
 
 
 def flip_links(run: Run | None, ids: list[int]) -> str:
@@ -260,8 +276,39 @@ def bar_chart(path: Path, title: str, groups: list[str], series: dict[str, dict[
     plt.close(fig)
 
 
+def budget_chart(path: Path, title: str, curves: dict[str, dict], colors: dict[str, str]) -> None:
+    """The score each run would have had at smaller reply budgets (metrics.json's budget_curve), one line per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, curve in curves.items():
+        ax.plot(curve["max_new_tokens"], [100 * s for s in curve["score"]], marker="o", label=name, color=colors[name])
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("max_new_tokens (the thinking budget)")
+    ax.set_ylabel("score (×100)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def budget_curve_of(metrics: dict) -> dict | None:
+    curve = metrics.get("budget_curve")
+    try:
+        points, scores = list(curve["max_new_tokens"]), list(curve["score"])
+    except (TypeError, KeyError):
+        return None
+    usable = len(points) == len(scores) >= 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                      for x in points + scores)
+    return {"max_new_tokens": points, "score": scores} if usable else None
+
+
 def plots(runs: list[Run], out: Path) -> list[tuple[str, str]]:
-    """(title, relative path) of each plot written: all tasks, then each task's categories."""
+    """(title, relative path) of each plot written: all tasks, then each task's categories and its score against
+    the thinking budget."""
     made = []
     tasks = list(dict.fromkeys(r.task for r in sorted(runs, key=lambda r: r.task)))
     palette = [f"C{k % 10}" for k in range(len(runs))]
@@ -285,6 +332,11 @@ def plots(runs: list[Run], out: Path) -> list[tuple[str, str]]:
             bar_chart(out / name, f"{task}: score per category (error bars: 95%)", groups, dict(sorted(per_run.items())),
                       colors)
             made.append((f"{task} per category", name))
+        curves = {r.label: c for r in runs if r.task == task and (c := budget_curve_of(r.metrics)) is not None}
+        if curves:
+            name = f"plots/{re.sub(r'[^A-Za-z0-9._-]+', '_', task)}-budget.png"
+            budget_chart(out / name, f"{task}: score against the reply budget", dict(sorted(curves.items())), colors)
+            made.append((f"{task} against the thinking budget", name))
     return made
 
 

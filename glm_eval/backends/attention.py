@@ -38,6 +38,9 @@ AttentionMaskInterface.register(NAME, sdpa_mask)  # the same masks as "sdpa"
 
 
 def use_gqa_attention(model) -> None:
-    """Switch a model that runs transformers' SDPA on CPU to `sdpa_gqa` (other implementations stay as they are)."""
-    if model.device.type == "cpu" and model.config._attn_implementation == "sdpa":
+    """Switch a model that runs transformers' SDPA on CPU to `sdpa_gqa` (other implementations stay as they are).
+    Not a sparse-attention (DSA) model such as GLM-5: its attention builds its top-k mask only when the
+    implementation is named "sdpa" or "eager", and would attend densely under another name."""
+    if model.device.type == "cpu" and model.config._attn_implementation == "sdpa" and \
+            getattr(model.config, "index_topk", None) is None:
         model.set_attn_implementation(NAME)

@@ -24,14 +24,38 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from glm_eval.backends.prefix import PrefixedCache, PrefixGroup, compute_prefix, own_tokens, prefix_groups
-from glm_eval.backends.replies import reply, unfit_generation
+from glm_eval.backends.replies import StopScan, reply, unfit_generation
 from glm_eval.core.protocol import GenerationRequest, OnResponse, OnText
 
 
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def kv_bytes_per_token(config: dict, dtype: str) -> int:
+    """Bytes of KV cache one token of one row takes in the slot cache, from a checkpoint's config.json: keys and values
+    per KV head (GQA), the compressed latent and rotary key (MLA: GLM-4.7-Flash, GLM-5) plus the sparse-attention
+    indexer's key (GLM-5), or ChatGLM's multi-query groups; 0 where the config says too little."""
+    size = DTYPE_BYTES.get(dtype, 4)
+    layers = config.get("num_hidden_layers") or config.get("num_layers") or 0
+    if config.get("kv_lora_rank"):
+        width = config["kv_lora_rank"] + config.get("qk_rope_head_dim", 0) + \
+            (config.get("index_head_dim", 0) if config.get("index_topk") else 0)
+    elif config.get("model_type") == "chatglm":
+        groups = config.get("multi_query_group_num") if config.get("multi_query_attention") else \
+            config.get("num_attention_heads")
+        width = 2 * (groups or 0) * config.get("kv_channels", 128)
+    else:
+        heads = config.get("num_attention_heads") or 0
+        head_dim = config.get("head_dim") or (config.get("hidden_size", 0) // heads if heads else 0)
+        width = 2 * (config.get("num_key_value_heads") or heads) * head_dim
+    return layers * width * size
+
+
 class SlotLayer(CacheLayerMixin):
-    """One layer's KV cache: a [slots, heads, capacity, dim] buffer filled up to a length shared by all slots.
-    `update` writes in place and returns a view, so no step re-allocates the cache (HF's DynamicLayer
-    concatenates, copying the whole cache every step)."""
+    """One layer's KV cache: [slots, heads, capacity, width] buffers filled up to a length shared by all slots: keys and
+    values (their widths may differ: MLA's latent and rotary key), and the sparse-attention indexer's keys of a DSA
+    layer (GLM-5), kept as [slots, 1, capacity, width]. `update` writes in place and returns a view, so no step
+    re-allocates the cache (HF's DynamicLayer concatenates, copying the whole cache every step)."""
 
     is_compileable = False
     is_sliding = False
@@ -39,6 +63,10 @@ class SlotLayer(CacheLayerMixin):
     def __init__(self):
         super().__init__()
         self.length = 0
+        self.index_keys: torch.Tensor | None = None
+
+    def buffers(self) -> list[str]:
+        return ["keys", "values"] + (["index_keys"] if self.index_keys is not None else [])
 
     def lazy_initialization(self, key_states, value_states):  # buffers are set by SlotCache.place
         raise RuntimeError("SlotLayer is filled by SlotCache.place before the first decode step")
@@ -50,6 +78,12 @@ class SlotLayer(CacheLayerMixin):
         self.length += n
         return self.keys[:, :, :self.length], self.values[:, :, :self.length]
 
+    def update_indexer(self, index_key_states: torch.Tensor) -> torch.Tensor:
+        """The DSA indexer's keys [rows, n, width] of the tokens `update` just wrote (transformers calls it after)."""
+        n = index_key_states.shape[1]
+        self.index_keys[:, 0, self.length - n:self.length] = index_key_states
+        return self.index_keys[:, 0, :self.length]
+
     def get_mask_sizes(self, query_length):
         return self.length + query_length, 0
 
@@ -58,6 +92,11 @@ class SlotLayer(CacheLayerMixin):
 
     def get_max_length(self):
         return -1
+
+
+def _slot_shape(prefilled: torch.Tensor, name: str) -> torch.Tensor:
+    """A prefilled layer's buffer as the slot cache holds it: [rows, heads, tokens, width]."""
+    return prefilled.unsqueeze(1) if name == "index_keys" else prefilled
 
 
 class SlotCache(Cache):
@@ -72,44 +111,51 @@ class SlotCache(Cache):
     def length(self) -> int:
         return self.layers[0].length
 
-    def _allocate(self, like: torch.Tensor, capacity: int) -> None:
-        """(Re)allocate every buffer with `capacity` columns, keeping the current contents at the left."""
-        shape = (self.slots, like.shape[1], capacity, like.shape[3])
-        for layer in self.layers:
-            for name in ("keys", "values"):
-                new = like.new_zeros(shape)
+    def _allocate(self, shapes: list[dict[str, torch.Tensor]], capacity: int) -> None:
+        """(Re)allocate every buffer with `capacity` columns, shaped like `shapes` (per layer, a tensor per buffer),
+        keeping the current contents at the left."""
+        for layer, like in zip(self.layers, shapes):
+            for name, template in like.items():
+                new = template.new_zeros((self.slots, template.shape[1], capacity, template.shape[3]))
                 old = getattr(layer, name)
                 if old is not None:
                     new[:, :, :layer.length] = old[:, :, :layer.length]
                 setattr(layer, name, new)
             layer.is_initialized = True
-        new_mask = torch.zeros(self.slots, capacity, dtype=torch.long, device=like.device)
+        device = next(iter(shapes[0].values())).device
+        new_mask = torch.zeros(self.slots, capacity, dtype=torch.long, device=device)
         if self.mask is not None:
             new_mask[:, :self.length] = self.mask[:, :self.length]
         self.mask = new_mask
 
-    def reserve(self, like: torch.Tensor, columns: int) -> None:
+    def reserve(self, columns: int) -> None:
         """Make room for `columns` more tokens (growing by half again, to amortise copies)."""
         need = self.length + columns
         capacity = 0 if self.mask is None else self.mask.shape[1]
         if need > capacity:
-            self._allocate(like, max(need, capacity + capacity // 2))
+            shapes = [{name: getattr(layer, name) for name in layer.buffers()} for layer in self.layers]
+            self._allocate(shapes, max(need, capacity + capacity // 2))
+
+    def _each_buffer(self):
+        for layer in self.layers:
+            for name in layer.buffers():
+                yield layer, getattr(layer, name)
 
     def shift_right(self, columns: int) -> None:
         """Insert `columns` empty columns at the left (a new prompt is longer than the current length)."""
+        for layer, buf in self._each_buffer():
+            buf[:, :, columns:columns + layer.length] = buf[:, :, :layer.length].clone()
+            buf[:, :, :columns] = 0
         for layer in self.layers:
-            for buf in (layer.keys, layer.values):
-                buf[:, :, columns:columns + layer.length] = buf[:, :, :layer.length].clone()
-                buf[:, :, :columns] = 0
             layer.length += columns
         self.mask[:, columns:self.length] = self.mask[:, :self.length - columns].clone()
         self.mask[:, :columns] = 0
 
     def trim_left(self, columns: int) -> None:
         """Drop `columns` leading columns that no slot uses any more (keeps attention cost bounded)."""
+        for layer, buf in self._each_buffer():
+            buf[:, :, :layer.length - columns] = buf[:, :, columns:layer.length].clone()
         for layer in self.layers:
-            for buf in (layer.keys, layer.values):
-                buf[:, :, :layer.length - columns] = buf[:, :, columns:layer.length].clone()
             layer.length -= columns
         self.mask[:, :self.length] = self.mask[:, columns:self.length + columns].clone()
         self.mask[:, self.length:] = 0
@@ -118,19 +164,20 @@ class SlotCache(Cache):
         """Write prefilled prompts (left-padded to a common length L) into `slots`, right-aligned to the
         current length; columns before them are cleared."""
         width = prefill_mask.shape[1]
-        like = prefill.layers[0].keys
+        filled = [{name: _slot_shape(getattr(new, name), name) for name in ("keys", "values", "index_keys")
+                   if getattr(new, name) is not None} for new in prefill.layers]
         if self.mask is None:
-            self._allocate(like, width)
+            self._allocate(filled, width)
         if width > self.length:
-            self.reserve(like, width - self.length)
+            self.reserve(width - self.length)
             self.shift_right(width - self.length)
-        index = torch.tensor(slots, device=like.device)
+        index = torch.tensor(slots, device=self.mask.device)
         start = self.length - width
-        for layer, new in zip(self.layers, prefill.layers):
-            layer.keys[index] = 0
-            layer.values[index] = 0
-            layer.keys[index, :, start:self.length] = new.keys
-            layer.values[index, :, start:self.length] = new.values
+        for layer, new in zip(self.layers, filled):
+            for name, values in new.items():
+                buf = getattr(layer, name)
+                buf[index] = 0
+                buf[index, :, start:self.length] = values
         self.mask[index] = 0
         self.mask[index, start:self.length] = prefill_mask
 
@@ -138,8 +185,8 @@ class SlotCache(Cache):
         """Keep only these slots (compaction once no prompts are waiting)."""
         index = torch.tensor(keep, device=self.mask.device)
         for layer in self.layers:
-            layer.keys = layer.keys.index_select(0, index)
-            layer.values = layer.values.index_select(0, index)
+            for name in layer.buffers():
+                setattr(layer, name, getattr(layer, name).index_select(0, index))
         self.mask = self.mask.index_select(0, index)
         self.slots = len(keep)
 
@@ -164,6 +211,7 @@ class _Row:
     position: int  # position id of the next token
     tokens: list[int] = field(default_factory=list)
     rng: torch.Generator | None = None
+    stops: StopScan | None = None
 
 
 class SlotGenerator:
@@ -230,7 +278,8 @@ class SlotGenerator:
         chosen = logits.argmax(-1).tolist()
         for i, r in enumerate(rows):
             if r.request.temperature > 0:
-                chosen[i] = _sample(logits[i].float(), r.request.temperature, r.request.top_p, r.rng)
+                request = r.request
+                chosen[i] = _sample(logits[i].float(), request.temperature, request.top_p, request.top_k, r.rng)
         return chosen
 
     def _finish_reason(self, row: _Row) -> str | None:
@@ -239,11 +288,8 @@ class SlotGenerator:
             return "length" if row.position >= self.max_length else None
         if token in self.eos_ids:
             return "eos"
-        if row.request.stop:
-            window = max(len(s) for s in row.request.stop) + 2  # a stop string of c chars spans ≤ c tokens
-            tail = self.tokenizer.decode(row.tokens[-window:], skip_special_tokens=False)
-            if any(s in tail for s in row.request.stop):
-                return "stop"
+        if row.stops.reached(row.tokens):
+            return "stop"
         if len(row.tokens) >= row.request.max_new_tokens or row.position >= self.max_length:
             return "length"
         return None
@@ -290,7 +336,7 @@ class SlotGenerator:
         def finish(slot: int, reason: str) -> None:
             row = live[slot]
             live[slot] = None
-            on_response(row.index, reply(self.tokenizer, row.tokens, reason, row.request.stop))
+            on_response(row.index, reply(self.tokenizer, row.tokens, reason, row.request))
 
         while queue or any(live):
             free = [s for s, r in enumerate(live) if r is None]
@@ -316,10 +362,9 @@ class SlotGenerator:
                    and (len(group) + 1) * width <= max(self.prefill_tokens, width)):
                 i = queue.popleft()
                 req = requests[i]
-                rng = None
-                if req.temperature > 0:
-                    rng = torch.Generator().manual_seed((req.seed * 1_000_003 + req.sample_index) % 2**63)
-                group.append(_Row(i, req, position=len(req.prompt.token_ids), rng=rng))
+                rng = torch.Generator().manual_seed(req.seed % 2**63) if req.temperature > 0 else None
+                group.append(_Row(i, req, position=len(req.prompt.token_ids), rng=rng,
+                                  stops=StopScan(self.tokenizer, req)))
             prefix = prefixes.take(number, len(group)) if number >= 0 else None
             prefill, mask, logits = self._prefill(group, prefix)
             used = free[:len(group)]
@@ -341,8 +386,7 @@ class SlotGenerator:
         unused = int(starts[alive].min()) if bool(alive.any()) else 0
         if unused > cache.length // 4:
             cache.trim_left(unused)
-        like = cache.layers[0].keys
-        cache.reserve(like, 1)
+        cache.reserve(1)
         t = cache.length
         ids = torch.tensor([[r.tokens[-1] if r else self.pad_id] for r in live], device=self.device)
         positions = torch.tensor([[r.position if r else 0] for r in live], device=self.device)
@@ -396,7 +440,9 @@ class _Prefixes:
         return prefix
 
 
-def _sample(logits: torch.Tensor, temperature: float, top_p: float, rng: torch.Generator) -> int:
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, top_k: int, rng: torch.Generator) -> int:
+    if 0 < top_k < logits.shape[-1]:  # as vLLM and HF: the k most likely tokens stay, then top-p among them
+        logits = logits.masked_fill(logits < logits.topk(top_k).values[-1], float("-inf"))
     probs = torch.softmax(logits / temperature, -1).cpu()
     if top_p < 1.0:
         sorted_probs, order = probs.sort(descending=True)

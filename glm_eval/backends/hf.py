@@ -18,6 +18,19 @@ def resolve_device_dtype(device: Device, dtype: DType, index: int | None = None)
     return (f"{kind}:{index}" if kind == "cuda" and index is not None else kind), str(dtype)
 
 
+def free_memory(device: str) -> int | None:
+    """Bytes free for a model on `device` now: the GPU's free memory, or the machine's available RAM."""
+    if device.startswith("cuda"):
+        import torch
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 class HFBackend:
     def __init__(self, source: ModelSource, tokenizer, batch: BatchConfig):
         from glm_eval.backends.generator import SlotGenerator

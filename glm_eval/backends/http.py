@@ -15,6 +15,11 @@ Quirks handled:
 - api.py has no system turn: a system message is prefixed to the prompt, as ChatGLM2's own openai_api.py does.
 - Completions with model.tokenizer: the prompt goes as the in-process token ids to servers whose model card says
   they take them (vLLM, glm-eval's serve) or with model.endpoint.prompt_as=token_ids, else as its text.
+- Reasoning models: model.thinking=on|off goes as `chat_template_kwargs: {enable_thinking}` (vLLM, SGLang, glm-eval's
+  serve) or, with model.endpoint.thinking_as=zai, as Z.ai's `thinking: {type: enabled|disabled}`. A server's split
+  reasoning is read from `reasoning_content` (SGLang, older vLLM) or `reasoning` (vLLM 0.32), streamed or not, and
+  kept apart from the content. A request whose reply reasons sends no stop strings (a server applies them to the
+  reasoning too): they are cut client-side from the answer.
 - Cache identity: the model id the server reports (`GET /models`; vLLM's `root`, the weights' path, too) plus
   model.endpoint.revision, never the URL: the same model moved to another host keeps its cached answers, new
   weights behind a new id do not reuse old ones. api.py reports nothing: model.name plus the revision.
@@ -35,9 +40,10 @@ from functools import cached_property
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from glm_eval.core.config import EndpointApi, EndpointConfig, PromptAs
+from glm_eval.core.config import EndpointApi, EndpointConfig, PromptAs, Thinking, ThinkingAs
 from glm_eval.core.errors import UserError, describe
-from glm_eval.core.protocol import BackendInfo, GenerationRequest, LoglikelihoodRequest, OnResponse, OnText, Response
+from glm_eval.core.protocol import (THINK_CLOSE, BackendInfo, GenerationRequest, LoglikelihoodRequest, OnResponse,
+                                    OnText, Response)
 from glm_eval.glm.prompts import chatglm_query_history
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,7 @@ log = logging.getLogger(__name__)
 MAX_WAIT_S = 30.0
 TAKE_TOKEN_IDS = ("vllm", "glm-eval")  # the `owned_by` of model cards whose servers take `prompt: [ids]`
 MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)  # JSON errors are ValueErrors
+REASONING_FIELDS = ("reasoning_content", "reasoning")  # SGLang / older vLLM, vLLM 0.32: a server's split reasoning
 
 
 class Retryable(Exception):
@@ -63,6 +70,14 @@ def _string(value) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {type(value).__name__}")
     return value
+
+
+def _reasoning(part: dict) -> str | None:
+    """The reasoning a message or a streamed delta carries, under either name (None where it has none)."""
+    for name in REASONING_FIELDS:
+        if isinstance(part.get(name), str):
+            return part[name]
+    return None
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -172,16 +187,16 @@ class HTTPBackend:
     def before(self, requests: list[GenerationRequest]) -> None:  # warnings about a whole batch
         pass
 
-    def post(self, client: httpx.Client, req: GenerationRequest, deadline: float) -> tuple[str, str, int]:
-        """One attempt, through `exchange`: (text, finish_reason, completion tokens); raises Retryable or Fatal."""
+    def post(self, client: httpx.Client, req: GenerationRequest, deadline: float) -> Response:
+        """One attempt, through `exchange`: the reply (text, finish reason, completion tokens, a server's split
+        reasoning); raises Retryable or Fatal."""
         raise NotImplementedError
 
     def _answer(self, client: httpx.Client, req: GenerationRequest, cancelled: threading.Event) -> Response:
         attempts = max(0, self.cfg.retries) + 1
         for attempt in range(attempts):
             try:
-                text, finish_reason, num_tokens = self._attempt(client, req)
-                return self._cut_at_stop(req, Response(text=text, num_tokens=num_tokens, finish_reason=finish_reason))
+                return self._cut_at_stop(req, self._attempt(client, req))
             except Fatal as e:
                 return Response(finish_reason="error", error=str(e))
             except Retryable as e:
@@ -196,7 +211,7 @@ class HTTPBackend:
                 return Response(finish_reason="error", error=describe(e, 300))
         raise AssertionError("unreachable")
 
-    def _attempt(self, client: httpx.Client, req: GenerationRequest) -> tuple[str, str, int]:
+    def _attempt(self, client: httpx.Client, req: GenerationRequest) -> Response:
         """One attempt; a failure is raised as Fatal, or as Retryable with the reason a reader needs."""
         deadline = time.monotonic() + self.cfg.timeout_s
         try:
@@ -228,7 +243,15 @@ class HTTPBackend:
 
     @staticmethod
     def _cut_at_stop(req: GenerationRequest, response: Response) -> Response:
-        cuts = [i for i in (response.text.find(s) for s in req.stop if s) if i >= 0]
+        """Stops a server did not apply (api.py has none; a reasoning reply's are never sent): the first one in the
+        answer, i.e. after the reasoning of a reply that reasons (its content, where the server split it off)."""
+        start = 0
+        if req.prompt.thinking and response.reasoning is None:
+            at = response.text.find(THINK_CLOSE)
+            if at < 0:  # still reasoning: no answer to cut
+                return response
+            start = at + len(THINK_CLOSE)
+        cuts = [i for i in (response.text.find(s, start) for s in req.stop if s) if i >= 0]
         if cuts:
             response.text, response.finish_reason = response.text[:min(cuts)], "stop"
         return response
@@ -237,10 +260,12 @@ class HTTPBackend:
 class OpenAIBackend(HTTPBackend):
     name = "openai_api"
 
-    def __init__(self, cfg: EndpointConfig, model_name: str, tokenized: bool = False):
+    def __init__(self, cfg: EndpointConfig, model_name: str, tokenized: bool = False,
+                 thinking: Thinking = Thinking.auto):
         """`tokenized`: prompts carry the in-process token ids (model.tokenizer), which a completions request may
-        send instead of the text."""
+        send instead of the text. `thinking`: model.thinking, told to a chat server when on or off."""
         super().__init__(cfg, model_name)
+        self.thinking = Thinking(thinking)
         try:
             self.api = EndpointApi(cfg.api)
         except ValueError:
@@ -291,29 +316,44 @@ class OpenAIBackend(HTTPBackend):
         if self.api == EndpointApi.chat:
             messages = req.prompt.messages or (("user", req.prompt.text),)
             payload["messages"] = [{"role": role, "content": content} for role, content in messages]
+            if self.thinking != Thinking.auto:  # auto: the server's default, and no field a plain server may refuse
+                on = self.thinking == Thinking.on
+                if self.cfg.thinking_as == ThinkingAs.zai:
+                    payload["thinking"] = {"type": "enabled" if on else "disabled"}
+                else:
+                    payload["chat_template_kwargs"] = {"enable_thinking": on}
         elif self.sends_ids:  # rendered with model.tokenizer: exactly the ids the in-process backend runs
             payload["prompt"] = list(req.prompt.token_ids)
         else:
             payload["prompt"] = req.prompt.text
-        if req.stop:
+        if req.stop and not req.prompt.thinking:  # a server would apply them to the reasoning too: cut here
             payload["stop"] = list(req.stop)
         if req.temperature > 0:  # a seed only matters when sampling
             payload["seed"] = req.seed
+            if req.top_k:
+                payload["top_k"] = req.top_k  # vLLM's and SGLang's extension
         if req.min_new_tokens:  # vLLM's extension (LongBench's samsum masks its newline stop at the first token)
             payload["min_tokens"] = req.min_new_tokens
         return payload
 
-    def post(self, client: httpx.Client, req: GenerationRequest, deadline: float) -> tuple[str, str, int]:
+    def post(self, client: httpx.Client, req: GenerationRequest, deadline: float) -> Response:
         if not self.cfg.stream:
             with self.exchange(client, self.url, self.payload(req), deadline) as response:
                 self.check_status(response)
                 data = json.loads(response.read())
             choice = data["choices"][0]
-            text = choice["message"]["content"] if self.api == EndpointApi.chat else choice["text"]
-            return _string(text), choice.get("finish_reason") or "eos", self._tokens(data)
+            if self.api == EndpointApi.chat:
+                message = choice["message"]
+                reasoning = _reasoning(message)
+                # vLLM sends content null when the whole reply was reasoning
+                text = "" if message.get("content") is None and reasoning is not None else _string(message["content"])
+            else:
+                text, reasoning = _string(choice["text"]), None
+            return Response(text=text, finish_reason=choice.get("finish_reason") or "eos",
+                            num_tokens=self._tokens(data), reasoning=reasoning)
         with self.exchange(client, self.url, self.payload(req), deadline, sse=True) as response:
             self.check_status(response)
-            parts, finish_reason, num_tokens, done = [], None, 0, False
+            parts, thoughts, finish_reason, num_tokens, done = [], None, None, 0, False
             for event in EventSource(response).iter_sse():  # comments (`: ping`) never reach here
                 if not event.data.strip():
                     continue
@@ -325,14 +365,17 @@ class OpenAIBackend(HTTPBackend):
                 for choice in chunk.get("choices") or []:
                     if choice.get("index", 0) != 0:
                         continue
-                    piece = ((choice.get("delta") or {}).get("content") if self.api == EndpointApi.chat
-                             else choice.get("text"))
+                    delta = (choice.get("delta") or {}) if self.api == EndpointApi.chat else {}
+                    piece = delta.get("content") if self.api == EndpointApi.chat else choice.get("text")
                     if piece:
                         parts.append(_string(piece))
+                    if (thought := _reasoning(delta)) is not None:
+                        thoughts = (thoughts or []) + [thought]
                     finish_reason = choice.get("finish_reason") or finish_reason
             if not done and finish_reason is None:  # closed mid-reply (HTTP/1.0 streams end at close)
                 raise Retryable("stream ended before [DONE]")
-            return "".join(parts), finish_reason or "eos", num_tokens
+            return Response(text="".join(parts), finish_reason=finish_reason or "eos", num_tokens=num_tokens,
+                            reasoning=None if thoughts is None else "".join(thoughts))
 
     @staticmethod
     def _tokens(data: dict) -> int:
@@ -361,8 +404,8 @@ class ChatGLMBackend(HTTPBackend):
         return {"prompt": query, "history": history, "max_length": self.cfg.max_length,
                 "max_new_tokens": req.max_new_tokens, "top_p": req.top_p, "temperature": req.temperature}
 
-    def post(self, client: httpx.Client, req: GenerationRequest, deadline: float) -> tuple[str, str, int]:
+    def post(self, client: httpx.Client, req: GenerationRequest, deadline: float) -> Response:
         with self.exchange(client, self.cfg.url, self.payload(req), deadline) as response:
             self.check_status(response)
             data = json.loads(response.read())
-        return _string(data["response"]), "eos", 0
+        return Response(text=_string(data["response"]), finish_reason="eos")

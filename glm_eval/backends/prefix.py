@@ -84,33 +84,41 @@ def prefix_groups(prompts: Sequence[Sequence[int]], max_length: int,
 class PrefixedLayer(DynamicLayer):
     """One layer's cache: a shared prefix (one row, or none) and each row's own tokens after it. `update` keeps
     only the rows' own tokens and returns them behind the prefix for attention, so the prefix is stored once and
-    its copy per row lives for one layer's attention at a time."""
+    its copy per row lives for one layer's attention at a time. Keys and values may differ in width (MLA's latent
+    and rotary key: GLM-4.7-Flash, GLM-5), and a sparse-attention layer (GLM-5's DSA) keeps its indexer's keys
+    ([rows, tokens, dim], as transformers' DynamicIndexedLayer) the same way."""
 
-    def __init__(self, prefix_keys: torch.Tensor | None = None, prefix_values: torch.Tensor | None = None):
+    def __init__(self, prefix_keys: torch.Tensor | None = None, prefix_values: torch.Tensor | None = None,
+                 prefix_index_keys: torch.Tensor | None = None):
         super().__init__()
-        self.prefix_keys, self.prefix_values = prefix_keys, prefix_values
+        self.prefix_keys, self.prefix_values, self.prefix_index_keys = prefix_keys, prefix_values, prefix_index_keys
+        self.index_keys: torch.Tensor | None = None
 
-    @property
-    def prefix_length(self) -> int:
-        return 0 if self.prefix_keys is None else self.prefix_keys.shape[-2]
-
-    def _behind_prefix(self, own: torch.Tensor, prefix: torch.Tensor | None) -> torch.Tensor:
+    @staticmethod
+    def _behind_prefix(own: torch.Tensor, prefix: torch.Tensor | None, dim: int = -2) -> torch.Tensor:
         if prefix is None:
             return own
-        return torch.cat([prefix.expand(own.shape[0], -1, -1, -1), own], dim=-2)
+        return torch.cat([prefix.expand(own.shape[0], *prefix.shape[1:]), own], dim=dim)
 
     def update(self, key_states, value_states, *args, **kwargs):
         keys, values = super().update(key_states, value_states, *args, **kwargs)
         return self._behind_prefix(keys, self.prefix_keys), self._behind_prefix(values, self.prefix_values)
 
+    def update_indexer(self, index_key_states: torch.Tensor) -> torch.Tensor:
+        self.index_keys = index_key_states if self.index_keys is None else \
+            torch.cat([self.index_keys, index_key_states], dim=1)
+        return self._behind_prefix(self.index_keys, self.prefix_index_keys, dim=1)
+
     def get_seq_length(self) -> int:
-        return self.prefix_length + super().get_seq_length()
+        return (0 if self.prefix_keys is None else self.prefix_keys.shape[-2]) + super().get_seq_length()
 
     def materialize(self) -> None:
         """Every row's whole context in `keys`/`values` (the slot generator moves them into its own cache)."""
         self.keys = self._behind_prefix(self.keys, self.prefix_keys)
         self.values = self._behind_prefix(self.values, self.prefix_values)
-        self.prefix_keys = self.prefix_values = None
+        if self.index_keys is not None:
+            self.index_keys = self._behind_prefix(self.index_keys, self.prefix_index_keys, dim=1)
+        self.prefix_keys = self.prefix_values = self.prefix_index_keys = None
 
 
 class PrefixedCache(Cache):
@@ -121,18 +129,19 @@ class PrefixedCache(Cache):
         if prefix is None:
             layers = [PrefixedLayer() for _ in range(num_layers)]
         else:
-            layers = [PrefixedLayer(p.keys, p.values) for p in prefix.layers]
+            layers = [PrefixedLayer(p.keys, p.values, p.index_keys) for p in prefix.layers]
         super().__init__(layers=layers)
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep (and repeat) these rows of the rows' own tokens; the prefix (one row) is shared by any rows."""
         for layer in self.layers:
             layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
+            if layer.index_keys is not None:
+                layer.index_keys = layer.index_keys.index_select(0, rows)
 
     def materialize(self) -> None:
         for layer in self.layers:
             layer.materialize()
-
 
 
 def compute_prefix(model, ids: Sequence[int]) -> PrefixedCache:

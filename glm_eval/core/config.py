@@ -47,6 +47,30 @@ class PromptFormat(StrEnum):
     glm4 = "glm4"  # GLM-4's chat ids, token-exact
 
 
+class Reasoning(StrEnum):
+    """What a model does before it answers: a fact of its config (configs/model/), not a run setting."""
+    none = "none"  # answers at once (ChatGLM2/3, GLM-4-9B, GLM-4-0414, base models)
+    always = "always"  # thinks before every answer, no switch (GLM-Z1-0414: its template opens <think>)
+    hybrid = "hybrid"  # thinks unless told not to (GLM-4.5 → GLM-5: the template's enable_thinking, default on)
+
+
+class Thinking(StrEnum):
+    auto = "auto"  # the model's own default (model.reasoning): GLM-4.5+ think, GLM-Z1 always, ChatGLM never
+    on = "on"  # enable_thinking=true in the template / chat_template_kwargs / Z.ai's thinking.type=enabled
+    off = "off"
+
+
+class ThinkingAs(StrEnum):
+    """How a chat endpoint is told model.thinking=on|off."""
+    template_kwargs = "template_kwargs"  # chat_template_kwargs: {enable_thinking} (vLLM, SGLang, glm_eval.serve)
+    zai = "zai"  # thinking: {type: enabled|disabled} (Z.ai's own API)
+
+
+class GenPreset(StrEnum):
+    none = "none"  # greedy unless gen.temperature / top_p / top_k say otherwise
+    model = "model"  # the model card's sampling (model.sampling) for every gen.* left unset
+
+
 class ChoiceScoring(StrEnum):
     logits = "logits"  # next-token logits of the letters after the answer cue (THUDM's C-Eval script)
     loglik = "loglik"  # log-likelihood of " A"… after the shared context (lm-eval)
@@ -85,7 +109,9 @@ class VLLMConfig:
     # context length of the engine; default: model.max_length, else the checkpoint's
     max_model_len: Optional[int] = field(default=None, metadata=at_least(1))
     gpu_memory_utilization: float = field(default=0.9, metadata=between(0.01, 1.0))
-    tensor_parallel_size: int = field(default=1, metadata=at_least(1))  # GPUs per replica
+    tensor_parallel_size: int = field(default=1, metadata=at_least(1))  # GPUs per replica (per pipeline stage)
+    # pipeline stages of one engine, each tensor_parallel_size GPUs (GLM-4.5 in bf16: 8 × 2), in one process
+    pipeline_parallel_size: int = field(default=1, metadata=at_least(1))
     # replicas, one per tensor_parallel_size torchrun processes: torchrun --nproc-per-node <data × tensor>;
     # default: what torchrun started (1 without torchrun)
     data_parallel_size: Optional[int] = field(default=None, metadata=at_least(1))
@@ -116,7 +142,17 @@ class EndpointConfig:
     backoff_s: float = field(default=0.5, metadata=at_least(0))  # first wait between attempts; doubles each time
     stream: bool = False  # read replies as server-sent events
     prompt_as: PromptAs = PromptAs.auto  # api=completions with model.tokenizer
+    thinking_as: ThinkingAs = ThinkingAs.template_kwargs  # api=chat with model.thinking=on|off
     max_length: int = field(default=8192, metadata=at_least(1))  # chatglm_api: api.py's `max_length` (prompt + reply)
+
+
+@dataclass
+class SamplingPreset:
+    """A model card's recommended decoding, taken by gen.preset=model (unset: the card says nothing of it)."""
+    temperature: Optional[float] = field(default=None, metadata=at_least(0))
+    top_p: Optional[float] = field(default=None, metadata=between(1e-9, 1.0))
+    top_k: Optional[int] = field(default=None, metadata=at_least(0))
+    max_new_tokens: Optional[int] = field(default=None, metadata=at_least(1))
 
 
 @dataclass
@@ -143,6 +179,14 @@ class ModelConfig:
     # endpoints: the served model's tokenizer (a model config's name, a local folder or a hub id), so that prompts
     # are rendered, counted and truncated as in process; default none: chat turns, or raw text for completions
     tokenizer: Optional[str] = None
+    # transformers' class the checkpoint's config.json must name (a model config's check that model.path holds that
+    # model family); None: any
+    architecture: Optional[str] = None
+    reasoning: Optional[Reasoning] = None  # the model's thinking behaviour; None: unknown (model=hf), judged per reply
+    thinking: Thinking = Thinking.auto
+    sampling: SamplingPreset = field(default_factory=SamplingPreset)  # the card's settings, for gen.preset=model
+    # text that raw (base-model) prompts start with when the tokenizer does not add it itself: GLM's [gMASK]<sop>
+    prompt_prefix: Optional[str] = None
 
 
 @dataclass
@@ -181,12 +225,24 @@ class BatchConfig:
 
 @dataclass
 class GenConfig:
-    max_new_tokens: Optional[int] = field(default=None, metadata=at_least(1))  # default: the task's
-    temperature: float = field(default=0.0, metadata=at_least(0))  # 0 = greedy
-    top_p: float = field(default=1.0, metadata=between(1e-9, 1.0))
-    seed: int = 1234
-    # samples per document, scored as pass@k (code) or majority vote and pass@k (GSM8K, MATH)
+    max_new_tokens: Optional[int] = field(default=None, metadata=at_least(1))  # default: the task's (or the card's)
+    # unset (None) below: the model card's with preset=model, else greedy (temperature 0, top_p 1, no top-k)
+    temperature: Optional[float] = field(default=None, metadata=at_least(0))  # 0 = greedy
+    top_p: Optional[float] = field(default=None, metadata=between(1e-9, 1.0))
+    top_k: Optional[int] = field(default=None, metadata=at_least(0))  # 0 = no top-k cut
+    preset: GenPreset = GenPreset.none
+    seed: int = 1234  # each sample's seed derives from (seed, document, sample index)
+    # samples per document: avg@n (MATH, MATH-500), majority vote (GSM8K) or pass@1 (code) as the headline, with
+    # pass@k, maj@k and the spread across samples beside it
     samples: int = field(default=1, metadata=at_least(1))
+
+
+GREEDY = {"temperature": 0.0, "top_p": 1.0, "top_k": 0}  # what an unset gen.temperature / top_p / top_k means
+
+
+def decoding(gen) -> dict:
+    """gen's temperature, top_p and top_k, an unset one as greedy decoding has it."""
+    return {key: greedy if getattr(gen, key) is None else getattr(gen, key) for key, greedy in GREEDY.items()}
 
 
 @dataclass
@@ -223,7 +279,8 @@ def check_bounds(cfg, schema: type = EvalConfig, prefix: str = "") -> None:
         value = getattr(cfg, f.name, None)
         if value is None:
             continue
-        kind = {"task": TaskConfig, "model": ModelConfig, "endpoint": EndpointConfig, "suite": SuiteConfig}.get(
+        kind = {"task": TaskConfig, "model": ModelConfig, "endpoint": EndpointConfig, "suite": SuiteConfig,
+                "sampling": SamplingPreset}.get(
             f.name) or (f.default_factory if callable(f.default_factory) else None)
         if is_dataclass(kind):
             check_bounds(value, kind, f"{prefix}{f.name}.")

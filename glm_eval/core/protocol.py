@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 
+# The tags reasoning models put around their thinking (GLM-Z1 → GLM-5, and most others): a reply's answer follows the
+# first THINK_CLOSE (glm_eval/scoring/reasoning.py)
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
 @dataclass(frozen=True)
 class Prompt:
     """What the model sees. `text` is the fully rendered prompt (chat template applied where the model uses
@@ -19,6 +24,10 @@ class Prompt:
     text: str
     token_ids: tuple[int, ...] = ()
     messages: tuple[tuple[str, str], ...] = ()
+    # does the reply reason before it answers: True (the template opened <think>, or the model thinks by default or
+    # was told to), False (thinking switched off), None (no switch and no thinking model, or unknown). Where True, a
+    # stop string ends the reply only after its </think> (scoring/reasoning.py); an endpoint is told on/off.
+    thinking: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -28,18 +37,26 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
-    seed: int = 0  # per-request seed: sampled outputs do not depend on batch composition
+    # this sample's own seed, derived from (run seed, document, sample index): sampled outputs do not depend on batch
+    # composition, process count or resumption
+    seed: int = 0
     sample_index: int = 0  # several samples of one prompt (pass@k) are distinct requests
     # EOS and the stop strings cannot end the reply before this many tokens (HF's min_length; LongBench's samsum)
     min_new_tokens: int = 0
+    top_k: int = 0  # sample among the k most likely tokens only; 0: no cut
 
     def identity(self) -> dict:
         """Everything that determines the answer, for cache keys."""
         identity = {"prompt": list(self.prompt.token_ids) or self.prompt.text, "max_new_tokens": self.max_new_tokens,
                     "stop": list(self.stop), "temperature": self.temperature, "top_p": self.top_p,
                     "seed": self.seed, "sample_index": self.sample_index}
-        if self.min_new_tokens:  # only when set, so keys cached before the field existed stay valid
+        # each only when set, so keys cached before the field existed stay valid
+        if self.min_new_tokens:
             identity["min_new_tokens"] = self.min_new_tokens
+        if self.top_k:
+            identity["top_k"] = self.top_k
+        if self.prompt.thinking is not None:  # an endpoint is told on/off: the same text gets other answers
+            identity["thinking"] = self.prompt.thinking
         return identity
 
 
@@ -65,6 +82,9 @@ class Response:
     logprobs: list[float] = field(default_factory=list)  # loglikelihood requests: one per continuation
     is_greedy: list[bool] = field(default_factory=list)
     error: str | None = None
+    # the reasoning a server split off the reply itself (OpenAI-style `reasoning_content` / vLLM's `reasoning`), `text`
+    # then being the rest; None where the reply came whole (its <think>…</think> still in `text`)
+    reasoning: str | None = None
 
 
 Request = GenerationRequest | LoglikelihoodRequest

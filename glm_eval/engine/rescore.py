@@ -42,7 +42,9 @@ def rescore(run_dir: Path) -> dict:
         raise UserError(f"{run_dir}/samples.jsonl does not hold {cfg.task.name} records ({describe(e, 100)}); "
                         f"rerun the evaluation") from None
     before = metrics.get("score")
-    metrics.update(summarize(records, task))
+    for stale in ("reasoning", "budget_curve", "avg@n", "spread", "seed_scores", "maj@k"):  # recomputed if they apply
+        metrics.pop(stale, None)
+    metrics.update(summarize(records, task, cfg.gen.max_new_tokens or cfg.task.max_new_tokens))
     write_jsonl(run_dir / "samples.jsonl", records)
     write_json(run_dir / "metrics.json", metrics)
     rebuild_grid(Path(cfg.results_dir))

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from glm_eval.analysis.grid import rebuild_grid, register_run, write_published
 from glm_eval.core.config import Backend as BackendKind
-from glm_eval.core.config import EndpointApi, EvalConfig, ModelConfig, PromptFormat
+from glm_eval.core.config import (EndpointApi, EvalConfig, GenPreset, ModelConfig, PromptFormat, Reasoning, Thinking,
+                                  decoding)
 from glm_eval.core.errors import UserError, describe
 from glm_eval.core.files import cache_root, writable_folder
 from glm_eval.core.protocol import Backend, GenerationRequest, LoglikelihoodRequest, Request, Response
@@ -24,7 +25,8 @@ from glm_eval.engine.cache import ResponseCache
 from glm_eval.engine.overrides import choices, model_config
 from glm_eval.engine.parallel import Ranks, join, ranks
 from glm_eval.engine.records import make_record, prompt_of, score_records, summarize, versions, write_run
-from glm_eval.glm.prompts import Format, PromptRenderer
+from glm_eval.glm.prompts import Format, PromptRenderer, replies_reason
+from glm_eval.scoring.reasoning import State, opens_reasoning, split_reply
 from glm_eval.tasks import load_task
 from glm_eval.tasks.base import Task
 
@@ -77,13 +79,14 @@ class LoadedModel:
     @cached_property
     def renderer(self) -> PromptRenderer:
         model = self.cfg.model
+        thinking = dict(thinking=model.thinking, reasoning=self.reasoning, prompt_prefix=model.prompt_prefix)
         if not self.remote:
             return PromptRenderer(self.source.load_tokenizer(), model.chat, model.prompt_format,
-                                  self.source.max_input_length())
+                                  self.source.max_input_length(), **thinking)
         chat_api = model.backend == BackendKind.chatglm_api or model.endpoint.api == EndpointApi.chat
         source = self.tokenizer_source
         if source is None:
-            return PromptRenderer(None, None, Format.messages if chat_api else Format.raw)
+            return PromptRenderer(None, None, Format.messages if chat_api else Format.raw, **thinking)
         named = source.cfg  # a model config's prompt settings, unless this run sets its own
         chat = model.chat if model.chat is not None else named.chat
         prompt_format = model.prompt_format if model.prompt_format != PromptFormat.auto else named.prompt_format
@@ -95,12 +98,51 @@ class LoadedModel:
         context = self.backend.info.context_length if budget is None else None
         if context and context > 500:  # as served (vLLM's max_model_len); a smaller one leaves no budget to use
             budget = context - 500
-        return PromptRenderer(tokenizer, chat, prompt_format, budget, chat_api=chat_api)
+        return PromptRenderer(tokenizer, chat, prompt_format, budget, chat_api=chat_api, **thinking)
+
+    @cached_property
+    def reasoning(self) -> Reasoning | None:
+        """The model's thinking behaviour: its config's, or for an endpoint the one of the config model.tokenizer
+        names (None: unknown)."""
+        model = self.cfg.model
+        if model.reasoning is None and self.remote and model.tokenizer in choices("model"):
+            return model_config(model.tokenizer).reasoning
+        return model.reasoning
+
+    @property
+    def reasons(self) -> bool:
+        """Replies reason before answering (known before the tokenizer loads)."""
+        return replies_reason(self.reasoning, self.cfg.model.thinking)
+
+    def check_thinking(self) -> None:
+        """model.thinking=on|off where the model, or the way it is reached, has no such switch: one line."""
+        model, want = self.cfg.model, Thinking(self.cfg.model.thinking)
+        if want == Thinking.auto:
+            return
+        if self.reasoning == Reasoning.none:
+            raise UserError(f"model.thinking={want}: {model.name} does not think (its config says reasoning: none), so "
+                            f"there is nothing to switch: drop model.thinking")
+        if self.reasoning == Reasoning.always and want == Thinking.off:
+            raise UserError(f"model.thinking=off: {model.name} always thinks (its template opens <think> in every "
+                            f"reply; there is no switch): drop model.thinking, or evaluate a hybrid model (GLM-4.5+)")
+        if model.backend == BackendKind.chatglm_api:
+            raise UserError(f"model.thinking={want}: THUDM's api.py protocol has no thinking switch; use "
+                            f"model=openai_api")
+
+    def check_architecture(self) -> None:
+        """model.architecture (a model config's family) against the checkpoint's config.json, before the weights."""
+        expected = self.cfg.model.architecture
+        found = (self.source.checkpoint_config.get("architectures") or [None])[0] if expected else None
+        if expected and found and found != expected:
+            raise UserError(f"model={self.cfg.model.name} expects a {expected} checkpoint, and {self.cfg.model.path} "
+                            f"holds a {found}: point model.path at that model, or use model=hf for any checkpoint")
 
     @property
     def backend(self) -> Backend:
         if self._backend is None:
             model = self.cfg.model
+            if not self.remote:
+                self.check_architecture()
             if model.backend == BackendKind.hf:
                 from glm_eval.backends.hf import HFBackend
                 self._backend = HFBackend(self.source, self.renderer.tokenizer, self.cfg.batch)
@@ -109,7 +151,8 @@ class LoadedModel:
                 self._backend = VLLMBackend(self.source, self.renderer.tokenizer)
             elif model.backend == BackendKind.openai_api:
                 from glm_eval.backends.http import OpenAIBackend
-                self._backend = OpenAIBackend(model.endpoint, model.name, tokenized=bool(model.tokenizer))
+                self._backend = OpenAIBackend(model.endpoint, model.name, tokenized=bool(model.tokenizer),
+                                              thinking=model.thinking)
             else:
                 from glm_eval.backends.http import ChatGLMBackend
                 self._backend = ChatGLMBackend(model.endpoint, model.name)
@@ -133,7 +176,8 @@ def check_task(cfg: EvalConfig, task: Task) -> None:
     samples = cfg.gen.samples
     if samples > 1 and task.samples_scoring is None:
         raise UserError(f"gen.samples={samples}: {task.title} scores one sample per document; several samples are "
-                        f"scored for gsm8k, math, math500 (majority vote, pass@k), mbpp and humaneval (pass@k)")
+                        f"scored for aime24, aime25, math, math500 (avg@n), gsm8k (majority vote), mbpp and humaneval "
+                        f"(pass@1)")
     if samples > 1 and cfg.gen.temperature == 0:
         raise UserError(f"gen.samples={samples} with greedy decoding gives {samples} identical samples; "
                         f"set gen.temperature>0 (e.g. 0.8)")
@@ -150,13 +194,35 @@ def evaluate(cfg: EvalConfig) -> dict | None:
     if cfg.suite is not None:
         return evaluate_suite(cfg)
     task = load_task(cfg.task)
+    settle_generation(cfg)
     check_task(cfg, task)
-    return evaluate_task(cfg, LoadedModel(cfg), task)
+    loaded = LoadedModel(cfg)
+    loaded.check_thinking()
+    return evaluate_task(cfg, loaded, task)
+
+
+def settle_generation(cfg: EvalConfig) -> None:
+    """Concrete sampling settings, recorded in the run's config.yaml: gen.preset=model fills every gen.* left unset
+    from the model card (model.sampling), and what is still unset is greedy."""
+    gen, card = cfg.gen, cfg.model.sampling
+    if gen.preset == GenPreset.model:
+        given = {k: card[k] for k in ("temperature", "top_p", "top_k", "max_new_tokens") if card[k] is not None}
+        if not given:
+            raise UserError(f"gen.preset=model: {cfg.model.name}'s config gives no recommended sampling "
+                            f"(model.sampling.*); set gen.temperature / gen.top_p / gen.top_k yourself")
+        for key, value in given.items():
+            if gen[key] is None:
+                gen[key] = value
+    for key, value in decoding(gen).items():
+        gen[key] = value
 
 
 def join_ranks(cfg: EvalConfig) -> Ranks:
     """Under torchrun: join the job (NCCL where the transformers backend puts each rank on a GPU, else gloo)."""
     world, engine = ranks().world, cfg.model.vllm
+    if cfg.model.backend == BackendKind.vllm and world > 1 and engine.pipeline_parallel_size > 1:
+        raise UserError(f"model.vllm.pipeline_parallel_size={engine.pipeline_parallel_size}: pipeline stages run in "
+                        f"one engine that starts its own workers; start glm-eval without torchrun")
     replicas = world // engine.tensor_parallel_size
     if cfg.model.backend == BackendKind.vllm and engine.data_parallel_size not in (None, replicas):
         raise UserError(f"model.vllm.data_parallel_size={engine.data_parallel_size} with tensor_parallel_size="
@@ -192,10 +258,13 @@ def evaluate_suite(cfg: EvalConfig) -> dict:
             task_cfg.task = compose("config", overrides=[f"task={name}"]).task
             task_cfg.suite = None
         task = load_task(task_cfg.task)
+        settle_generation(task_cfg)
         check_task(task_cfg, task)
         configs.append((name, task_cfg, task))
     for name, task_cfg, task in configs:  # every task checked before the model loads
-        loaded = loaded or LoadedModel(task_cfg)
+        if loaded is None:
+            loaded = LoadedModel(task_cfg)
+            loaded.check_thinking()
         results[name] = evaluate_task(task_cfg, loaded, task)
     if cfg.show_prompts or not ranks().leader:
         return results
@@ -207,8 +276,12 @@ def evaluate_suite(cfg: EvalConfig) -> dict:
 
 def evaluate_task(cfg: EvalConfig, loaded: LoadedModel, task: Task) -> dict | None:
     started = time.time()
-    if loaded.remote and cfg.task.choice_scoring != "generate":
-        cfg.task.choice_scoring = "generate"  # an endpoint returns text, not logits
+    if (loaded.remote or loaded.reasons) and task.multiple_choice and cfg.task.choice_scoring != "generate":
+        # an endpoint returns text, not logits; a reasoning model answers after its reasoning, not at the next token
+        if loaded.reasons:
+            log.warning(f"{cfg.model.name} reasons before it answers: {task.title} is scored by generation "
+                        f"(task.choice_scoring=generate), not by the next token's log-probabilities")
+        cfg.task.choice_scoring = "generate"
         task = load_task(cfg.task)
     documents = task.documents(cfg.data_dir)
     if documents.malformed:
@@ -220,8 +293,16 @@ def evaluate_task(cfg: EvalConfig, loaded: LoadedModel, task: Task) -> dict | No
                for doc in docs]
     if cfg.show_prompts:
         if ranks().leader:
-            show_prompts(per_doc, cfg.show_prompts)
+            if renderer.reasoning == Reasoning.hybrid and renderer.format == Format.chat_template:
+                for mode in (Thinking.on, Thinking.off):  # a switchable model: both prompts, each with its ids
+                    other = renderer.with_thinking(mode)
+                    show_prompts([task.requests(doc, task.shots(doc, cfg.data_dir), other, cfg.gen,
+                                                list(cfg.model.stop)) for doc in docs[:cfg.show_prompts]],
+                                 cfg.show_prompts, f"thinking {mode}")
+            else:
+                show_prompts(per_doc, cfg.show_prompts)
         return None
+    check_budget(cfg, loaded, per_doc)
 
     writable_folder(Path(cfg.output_dir), "output_dir")  # before the work, not after it
     writable_folder(Path(cfg.results_dir), "results_dir")
@@ -229,7 +310,7 @@ def evaluate_task(cfg: EvalConfig, loaded: LoadedModel, task: Task) -> dict | No
     try:
         backend = loaded.backend
         flat = [(d, r) for d, reqs in enumerate(per_doc) for r in reqs]
-        answered = answer(cfg, backend, cache, flat, len(per_doc))
+        answered = answer(cfg, backend, cache, flat, len(per_doc), loaded.remote)
     finally:
         cache.close()
     if answered is None:  # a rank other than 0 of a torchrun job: rank 0 writes the run
@@ -237,10 +318,12 @@ def evaluate_task(cfg: EvalConfig, loaded: LoadedModel, task: Task) -> dict | No
     by_doc: list[list[Response]] = [[] for _ in per_doc]
     for (d, _), response in zip(flat, answered.responses):
         by_doc[d].append(response)
-    records = [make_record(task, doc, requests, answers) for doc, requests, answers in zip(docs, per_doc, by_doc)]
+    records = [make_record(task, doc, requests, answers, renderer.tokenizer, loaded.remote)
+               for doc, requests, answers in zip(docs, per_doc, by_doc)]
     score_records(task, records, by_doc)
 
-    metrics = summarize(records, task)
+    budgets = [r.max_new_tokens for _, r in flat if isinstance(r, GenerationRequest)]
+    metrics = summarize(records, task, max(budgets, default=None))
     metrics.update({
         "model": cfg.model.name,
         "generated": answered.generated, "from_cache": len(flat) - answered.generated,
@@ -277,10 +360,45 @@ def evaluate_task(cfg: EvalConfig, loaded: LoadedModel, task: Task) -> dict | No
     return metrics
 
 
-def show_prompts(per_doc: list[list[Request]], count: int) -> None:
+def check_budget(cfg: EvalConfig, loaded: LoadedModel, per_doc: list[list[Request]]) -> None:
+    """Before any weights load: a reply budget at or above the model's context, or (transformers backend) one whose
+    KV cache the device cannot hold, is one line."""
+    asked = [(len(r.prompt.token_ids), r.max_new_tokens) for reqs in per_doc for r in reqs
+             if isinstance(r, GenerationRequest)]
+    if not asked:
+        return
+    budget = max(b for _, b in asked)
+    model = cfg.model
+    if loaded.remote:
+        context = loaded.backend.info.context_length  # what the server says (vLLM's max_model_len), else unknown
+    else:
+        config = loaded.source.checkpoint_config
+        context = (model.vllm.max_model_len if model.backend == BackendKind.vllm else None) or model.max_length or \
+            config.get("max_position_embeddings") or config.get("seq_length")
+    if context and budget >= context:
+        raise UserError(f"max_new_tokens={budget} is not below {model.name}'s context of {context} tokens, which the "
+                        f"prompt shares: set gen.max_new_tokens below it")
+    if model.backend != BackendKind.hf or not loaded.source.checkpoint_config:
+        return
+    from glm_eval.backends.generator import kv_bytes_per_token
+    from glm_eval.backends.hf import free_memory, resolve_device_dtype
+    device, dtype = resolve_device_dtype(model.device, model.dtype, model.device_index)
+    per_token = kv_bytes_per_token(loaded.source.checkpoint_config, dtype)
+    row = min(max(p + b for p, b in asked), context or 1 << 62)
+    weights = loaded.source.weight_bytes(dtype)
+    free = free_memory(device)
+    if per_token and free is not None and per_token * row > free - weights:
+        raise UserError(f"a reply budget of {budget} tokens: one row of {row:,} tokens needs "
+                        f"{per_token * row / 2**30:.1f} GiB of KV cache ({per_token:,} B a token in {dtype}), and "
+                        f"{device} has {max(free - weights, 0) / 2**30:.1f} GiB free beside the weights "
+                        f"({weights / 2**30:.1f} GiB): lower gen.max_new_tokens, or use model.backend=vllm")
+
+
+def show_prompts(per_doc: list[list[Request]], count: int, label: str = "") -> None:
     for doc_id, requests in enumerate(per_doc[:count]):
         prompt = prompt_of(requests[0])
-        print(f"===== prompt {doc_id} ({len(prompt.token_ids)} tokens) =====")
+        mode = label or {True: "reasons first", False: "thinking off", None: ""}[prompt.thinking]
+        print(f"===== prompt {doc_id} ({len(prompt.token_ids)} tokens{f', {mode}' if mode else ''}) =====")
         print(prompt.text)
         print(f"----- token ids -----\n{list(prompt.token_ids)}")
         if isinstance(requests[0], LoglikelihoodRequest):
@@ -297,10 +415,11 @@ class Answered:
 
 
 def answer(cfg: EvalConfig, backend: Backend, cache: ResponseCache, flat: list[tuple[int, Request]],
-           num_docs: int) -> Answered | None:
+           num_docs: int, remote: bool = False) -> Answered | None:
     """Answer every request: from the response cache where possible, else from the backend, writing each
-    new response through to the cache the moment it arrives. The progress bar counts documents. Under torchrun
-    each rank answers its share and rank 0 gets all the answers (the other ranks get None)."""
+    new response through to the cache the moment it arrives. The progress bar counts documents (samples, where
+    each document has several), with tokens/s and, for replies that reason, the share cut off in their reasoning so
+    far. Under torchrun each rank answers its share and rank 0 gets all the answers (the other ranks get None)."""
     job = ranks()
     keys = [ResponseCache.key(backend.info.fingerprint, r) for _, r in flat]
     cached = {} if cfg.overwrite or not job.leader else cache.get_many(keys)  # rank 0 alone needs the answers
@@ -313,12 +432,16 @@ def answer(cfg: EvalConfig, backend: Backend, cache: ResponseCache, flat: list[t
     remaining = [0] * num_docs  # requests still unanswered per document
     for i in pending:
         remaining[flat[i][0]] += 1
-    todo = sum(1 for n in remaining if n)
+    per_sample = cfg.gen.samples > 1  # the bar counts samples: AIME's 30 documents × 32 are 960 replies
+    todo = len(pending) if per_sample else sum(1 for n in remaining if n)
+    total = len(flat) if per_sample else num_docs
     desc = f"{cfg.model.name} · {cfg.task.name}" + (f" · rank 0 of {job.world}" if job.world > 1 else "")
     # under torchrun the bar counts rank 0's share: its ETA is the job's, shares being balanced
-    bar = tqdm(total=todo if job.world > 1 else num_docs, initial=0 if job.world > 1 else num_docs - todo,
-               unit="doc", desc=desc, disable=not cfg.progress or not job.leader, dynamic_ncols=True)
+    bar = tqdm(total=todo if job.world > 1 else total, initial=0 if job.world > 1 else total - todo,
+               unit="sample" if per_sample else "doc", desc=desc, disable=not cfg.progress or not job.leader,
+               dynamic_ncols=True)
     started, tokens = time.time(), 0
+    reasoning = {"replies": 0, "cut_off": 0}  # replies that reason, and those cut off inside their reasoning
     backend.take_stats()  # from here on, the counters are this task's alone
 
     def on_response(index: int, response: Response) -> None:
@@ -326,12 +449,18 @@ def answer(cfg: EvalConfig, backend: Backend, cache: ResponseCache, flat: list[t
         responses[index] = response
         cache.put(keys[index], response)
         tokens += response.num_tokens
-        doc = flat[index][0]
+        doc, request = flat[index]
         remaining[doc] -= 1
-        if remaining[doc] == 0:
+        if isinstance(request, GenerationRequest) and request.prompt.thinking and response.error is None:
+            reasoning["replies"] += 1
+            reasoning["cut_off"] += split_reply(response.text, response.finish_reason, response.reasoning, True,
+                                                opens_reasoning(request.prompt.text),
+                                                tags_kept=not remote).state == State.cut_off
+        if per_sample or remaining[doc] == 0:
             # live throughput: tokens of rows still decoding count too
             rate = backend.tokens_processed() / max(time.time() - started, 1e-9)
-            bar.set_postfix_str(f"{rate:.0f} tok/s", refresh=False)
+            cut = f", cut off {reasoning['cut_off'] / reasoning['replies']:.0%}" if reasoning["replies"] else ""
+            bar.set_postfix_str(f"{rate:.0f} tok/s{cut}", refresh=False)
             bar.update(1)
 
     try:

@@ -8,7 +8,9 @@ Serves a model loaded as glm-eval loads it, over the HTTP APIs that ChatGLM user
                               status, time} (LangChain's ChatGLM). Unlike api.py, temperature 0 means greedy.
 Requests are rendered with the model's own prompt format (glm_eval/glm/prompts.py), so an endpoint run sees the same
 tokens as an in-process one, and answered by the batched slot generator: requests that arrive together are decoded
-together. Binds loopback unless told otherwise; with api_key_env set, requests need `Authorization: Bearer <key>`.
+together. A chat request's `chat_template_kwargs: {enable_thinking}` switches a reasoning model's thinking (as on vLLM
+and SGLang); replies come back whole, `<think>…</think>` included in the content (a server without a reasoning
+parser), and an earlier assistant turn's `reasoning_content` (or `reasoning`) reaches the template as its think block. Binds loopback unless told otherwise; with api_key_env set, requests need `Authorization: Bearer <key>`.
 """
 from __future__ import annotations
 
@@ -47,16 +49,31 @@ class Sampling(BaseModel):
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1)
     min_tokens: int = Field(0, ge=0)  # vLLM's extension: stops and EOS are ignored before this many tokens
+    top_k: int | None = Field(None, ge=-1)  # vLLM's extension; 0 and -1: no cut
 
 
 class Message(BaseModel):
     role: str = "user"
     content: str
+    reasoning_content: str | None = None  # an earlier reply's reasoning (OpenAI-style servers' field)
+    reasoning: str | None = None  # vLLM 0.32's name for it
+
+    def text(self) -> str:
+        """The turn as the template reads it: an assistant turn's reasoning as its <think> block."""
+        thought = self.reasoning_content if self.reasoning_content is not None else self.reasoning
+        return f"<think>{thought}</think>{self.content}" if thought is not None and self.role == "assistant" \
+            else self.content
+
+
+class TemplateKwargs(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # a template's other switches: this server's templates read none
+    enable_thinking: bool | None = None
 
 
 class ChatBody(Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    chat_template_kwargs: TemplateKwargs | None = None
 
 
 class CompletionBody(Sampling):
@@ -239,7 +256,7 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
             prompt=prompt, stop=tuple([stop] if isinstance(stop, str) else stop),
             max_new_tokens=max(1, min(max_new or max_new_default, context - len(prompt.token_ids))),
             temperature=temperature if body.temperature is None else body.temperature,
-            top_p=top_p if body.top_p is None else body.top_p,
+            top_p=top_p if body.top_p is None else body.top_p, top_k=max(body.top_k or 0, 0),
             seed=uuid.uuid4().int % 2**31 if body.seed is None else body.seed, min_new_tokens=body.min_tokens)
 
     async def answer(request: GenerationRequest, http: Request) -> Response:
@@ -289,7 +306,12 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
         body = await body_of(request, ChatBody)
         if body.messages[-1].role == "assistant":
             raise HTTPException(400, "the last message must not be the assistant's")
-        prompt = renderer.render_messages(tuple((m.role, m.content) for m in body.messages))
+        switch = body.chat_template_kwargs.enable_thinking if body.chat_template_kwargs else None
+        try:
+            chosen = renderer if switch is None else renderer.with_thinking("on" if switch else "off")
+            prompt = chosen.render_messages(tuple((m.role, m.text()) for m in body.messages))
+        except UserError as e:  # a model whose prompts have no template to switch
+            raise HTTPException(400, f"chat_template_kwargs.enable_thinking: {e}") from None
         request_ = generation(prompt, body, 1024, body.max_tokens or body.max_completion_tokens)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model_id}
         if body.stream:
@@ -332,7 +354,7 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
         body = await body_of(request, LegacyBody)
         history, turns = body.history or [], []
         for turn in history:  # [[q, a], …] as api.py, or [{role, content}, …] as later ChatGLM3 demos
-            turns += [(turn.role, turn.content)] if isinstance(turn, Message) else \
+            turns += [(turn.role, turn.text())] if isinstance(turn, Message) else \
                 [("user", turn[0]), ("assistant", turn[1])]
         prompt = renderer.render_messages((*turns, ("user", body.prompt)))
         # api.py's max_length counts the prompt too; max_new_tokens (ours) is what an evaluation asks for

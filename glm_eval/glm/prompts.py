@@ -3,10 +3,12 @@ receives, in the model's own format (THUDM's token-exact ChatGLM2/3 and GLM-4 fo
 text), or as chat turns for endpoints that apply their own template."""
 from __future__ import annotations
 
+import copy
 from enum import StrEnum
 
+from glm_eval.core.config import Reasoning, Thinking
 from glm_eval.core.errors import UserError
-from glm_eval.core.protocol import Prompt
+from glm_eval.core.protocol import THINK_OPEN, Prompt
 from glm_eval.glm.tokenizers import ChatGLMTokenizer, GLM4Tokenizer
 
 
@@ -34,10 +36,17 @@ class PromptRenderer:
     `chat_api` (and `messages`): prompts for a chat API, which cannot start the reply for the model, so a task's
     answer prefix ends the user turn instead; with a tokenizer the prompt still carries the ids the server's
     template gives those turns (an endpoint's prompts counted and truncated as in process).
+
+    Thinking (today's GLM): `reasoning` is the model's fact (none | always | hybrid, None unknown) and `thinking` the
+    run's switch. on/off reach the template as `enable_thinking` (never None: GLM templates read a None as "off");
+    auto leaves the template's default. A model that reasons answers after its `</think>`, so a task's answer prefix
+    ends the user turn there too (written after `<|assistant|>` it would take the reasoning's place). Each prompt says
+    whether its reply reasons first (`Prompt.thinking`).
     """
 
     def __init__(self, tokenizer, chat: bool | None, prompt_format: str = "auto", max_input_length: int | None = None,
-                 chat_api: bool = False):
+                 chat_api: bool = False, thinking: str = Thinking.auto, reasoning: str | None = None,
+                 prompt_prefix: str | None = None):
         if prompt_format == "auto":
             use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
             prompt_format = Format.chat_template if use_chat else Format.raw
@@ -55,6 +64,37 @@ class PromptRenderer:
         self.chat = fmt != Format.raw
         self.chat_api = chat_api or fmt == Format.messages
         self.max_input_length = max_input_length  # long-context prompt budget, in tokens, before the chat wrapper
+        self.reasoning = Reasoning(reasoning) if reasoning else None
+        self.prompt_prefix = prompt_prefix
+        self._switch(thinking)
+
+    def _switch(self, thinking: str) -> None:
+        self.thinking = Thinking(thinking)
+        if self.thinking != Thinking.auto and self.format not in (Format.chat_template, Format.messages):
+            raise UserError(f"model.thinking={self.thinking} switches a chat template's thinking, and this model's "
+                            f"prompts are {self.format} (no template to switch): drop model.thinking")
+        switched = self.thinking != Thinking.auto and self.format == Format.chat_template
+        self.template_kwargs = {"enable_thinking": self.thinking == Thinking.on} if switched else {}
+
+    def with_thinking(self, thinking: str) -> PromptRenderer:
+        """This renderer with another thinking switch (show_prompts shows a hybrid model's prompts both ways; the
+        server switches per request)."""
+        other = copy.copy(self)
+        other._switch(thinking)
+        return other
+
+    @property
+    def reasons(self) -> bool:
+        """Replies reason before they answer (as far as the model's config and the switch tell)."""
+        return replies_reason(self.reasoning, self.thinking)
+
+    def _thinking_of(self, text: str) -> bool | None:
+        if self.reasoning == Reasoning.none or self.format in (Format.raw, Format.chatglm2, Format.chatglm3,
+                                                               Format.glm4):
+            return None
+        if self.reasoning is not None or self.thinking != Thinking.auto:
+            return self.reasons
+        return True if text.rstrip().endswith(THINK_OPEN) else None  # an unknown model's template opened <think>
 
     def render(self, shots: list[tuple[str, str]], question: str, gen_prefix: str = "",
                open_reply: bool = False) -> Prompt:
@@ -70,11 +110,13 @@ class PromptRenderer:
         """A conversation ending in a user turn, wrapped in the model's chat format (the server renders requests
         with this too, so an endpoint sees the same tokens as an in-process run)."""
         prefix = gen_prefix.strip()
-        if self.chat_api and prefix:
+        # a thinking model's reply starts where its template says, in either mode: the prefix ends the user turn
+        if (self.chat_api or self.reasons or self.reasoning in (Reasoning.always, Reasoning.hybrid)) and prefix:
             *earlier, (role, content) = messages
             messages, prefix = (*earlier, (role, with_prefix(content, prefix))), ""
         if self.format == "messages":
-            return Prompt(text="\n\n".join(f"[{role}] {content}" for role, content in messages), messages=messages)
+            text = "\n\n".join(f"[{role}] {content}" for role, content in messages)
+            return Prompt(text=text, messages=messages, thinking=self._thinking_of(text))
         if self.format == "raw":
             return self.plain(with_prefix("\n\n".join(content for _, content in messages), prefix))
         if self.format == "chatglm2":
@@ -86,10 +128,10 @@ class PromptRenderer:
                 ids += self.tokenizer.text_ids("\n") + (self.tokenizer.text_ids(prefix) if prefix else [])
             return Prompt(text=self.tokenizer.decode(ids), token_ids=tuple(ids), messages=messages)
         text = self.tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in messages],
-                                                  add_generation_prompt=True, tokenize=False)
+                                                  add_generation_prompt=True, tokenize=False, **self.template_kwargs)
         text += prefix
         ids = self.tokenizer(text, add_special_tokens=False).input_ids  # the template holds any BOS
-        return Prompt(text=text, token_ids=tuple(ids), messages=messages)
+        return Prompt(text=text, token_ids=tuple(ids), messages=messages, thinking=self._thinking_of(text))
 
     def truncate_middle(self, text: str) -> tuple[str, int]:
         """LongBench's truncation (pred.py): over max_input_length tokens, keep the first and the last
@@ -106,8 +148,16 @@ class PromptRenderer:
                 + self.tokenizer.decode(ids[-half:], skip_special_tokens=True)), len(ids)
 
     def plain(self, text: str) -> Prompt:
-        """`text` without any chat wrapper, tokenized with the tokenizer's own prefix (BOS, or [gMASK] sop)."""
-        return Prompt(text=text, token_ids=tuple(self.tokenizer.encode(text)) if self.tokenizer else ())
+        """`text` without any chat wrapper, tokenized with the tokenizer's own prefix (BOS, or [gMASK] sop), or with
+        model.prompt_prefix where the tokenizer adds none (GLM base checkpoints whose tokenizer.json adds nothing)."""
+        if not self.tokenizer:
+            return Prompt(text=text)
+        ids = self.tokenizer.encode(text)
+        if self.prompt_prefix:
+            lead = self.tokenizer.encode(self.prompt_prefix, add_special_tokens=False)
+            if ids[:len(lead)] != lead:
+                ids = lead + self.tokenizer.encode(text, add_special_tokens=False)
+        return Prompt(text=text, token_ids=tuple(ids))
 
     def from_token_ids(self, ids: list[int]) -> Prompt:
         """A prompt given as token ids (a completions request, as vLLM takes them): each must name a token."""
@@ -131,6 +181,15 @@ class PromptRenderer:
                 return ids[0]
         raise UserError(f"the tokenizer writes choice letter {letter!r} with more than one token; "
                         f"use task.choice_scoring=loglik or generate")
+
+
+def replies_reason(reasoning: str | None, thinking: str) -> bool:
+    """Does a model (model.reasoning; None: unknown) with this switch (model.thinking) reason before it answers?"""
+    if reasoning == Reasoning.always:
+        return True
+    if reasoning == Reasoning.hybrid:
+        return thinking != Thinking.off
+    return reasoning is None and thinking == Thinking.on
 
 
 def chatglm_query_history(messages: Messages, default_query: str = "") -> tuple[str, list[list[str]]]:
