@@ -177,11 +177,13 @@ class Task:
 
     def generation_requests(self, doc: dict, prompt, gen: GenConfig, stop: list[str],
                             max_new_tokens: int | None = None, min_new_tokens: int = 0) -> list[GenerationRequest]:
-        """gen.samples requests for one prompt, each sample seeded by (gen.seed, document, sample index) when
-        sampling (outputs independent of batching, ranks and resumption); greedy requests carry no seed, so the same
-        prompt is the same cached request in any subset."""
+        """gen.samples requests for one prompt (or for a list of prompts, one per sample: GPQA's shuffled options),
+        each sample seeded by (gen.seed, document, sample index) when sampling (outputs independent of batching, ranks
+        and resumption); greedy requests carry no seed, so the same prompt is the same cached request in any
+        subset."""
         sampling = decoding(gen)
-        return [GenerationRequest(prompt=prompt, max_new_tokens=gen.max_new_tokens or max_new_tokens
+        prompts = prompt if isinstance(prompt, list) else [prompt] * gen.samples
+        return [GenerationRequest(prompt=prompts[k], max_new_tokens=gen.max_new_tokens or max_new_tokens
                                   or self.cfg.max_new_tokens, stop=tuple(dict.fromkeys(stop)), **sampling,
                                   seed=sample_seed(gen.seed, doc["doc_id"], k) if sampling["temperature"] > 0 else 0,
                                   sample_index=k, min_new_tokens=min_new_tokens)
@@ -212,14 +214,16 @@ class Task:
         """Verdict fields per document. A document with several samples has each scored on its own, then combined
         as `samples_scoring` declares (avg@n, majority vote or pass@k: glm_eval/scoring/sampling.py). A None answer
         is a reply that gave none (cut off inside its reasoning): `no_answer`, without asking the task."""
-        flat = [(d, [response]) for d, responses in enumerate(answers) for response in responses]
-        live = [k for k, (_, a) in enumerate(flat) if a[0] is not None]
+        flat = [(d, j, [response]) for d, responses in enumerate(answers) for j, response in enumerate(responses)]
+        live = [k for k, (_, _, a) in enumerate(flat) if a[0] is not None]
         verdicts = [dict(self.no_answer) for _ in flat]
-        for k, verdict in zip(live, self.score_all([flat[k][1] for k in live], [records[flat[k][0]] for k in live])):
+        # each sample's record carries its sample index: a task whose samples differ (GPQA) scores each on its own
+        sample_records = [{**records[flat[k][0]], "sample_index": flat[k][1]} for k in live]
+        for k, verdict in zip(live, self.score_all([flat[k][2] for k in live], sample_records)):
             verdicts[k] = verdict
         if all(len(a) <= 1 for a in answers):
             return verdicts
         per_document: list[list[dict]] = [[] for _ in answers]
-        for (d, _), verdict in zip(flat, verdicts):
+        for (d, _, _), verdict in zip(flat, verdicts):
             per_document[d].append(verdict)
         return [combine(self.samples_scoring, v) for v in per_document]

@@ -11,7 +11,8 @@ from glm_eval.core.files import write_atomic, write_json
 
 COLUMNS = {"gsm8k": "GSM8K", "math": "MATH", "math500": "MATH-500", "bbh": "BBH", "mmlu": "MMLU", "ceval": "C-Eval",
            "cmmlu": "CMMLU", "mbpp": "MBPP", "agieval": "AGIEval", "humaneval": "HumanEval", "longbench": "LongBench",
-           "longbench_e": "LongBench-E", "aime24": "AIME24", "aime25": "AIME25"}
+           "longbench_e": "LongBench-E", "mmlu_pro": "MMLU-Pro", "aime24": "AIME24", "aime25": "AIME25",
+           "gpqa_diamond": "GPQA", "ifeval": "IFEval"}
 
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,11 @@ def _unusable(m: dict) -> str | None:
 
 
 CUT_OFF = " cut-off %"  # the column beside a reasoning score: the share of replies cut off inside their reasoning
+SPREAD = " ±"  # beside an avg@n score: its spread across the n seeds (grid.md writes it into the score's cell)
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def cut_off_share(metrics: dict) -> float | None:
@@ -101,9 +107,10 @@ def cut_off_share(metrics: dict) -> float | None:
 
 def collect(runs: list[dict]) -> pd.DataFrame:
     rows = [{"model": m["model"], "task": m["task"], "score": 100 * m["score"], "cut_off": cut_off_share(m),
+             "spread": 100 * spread if (spread := _number(m.get("spread"))) is not None else None,
              "finished_at": m.get("finished_at", "")}
             for m in runs if isinstance(m.get("score"), (int, float))]
-    return pd.DataFrame(rows, columns=["model", "task", "score", "cut_off", "finished_at"])
+    return pd.DataFrame(rows, columns=["model", "task", "score", "cut_off", "spread", "finished_at"])
 
 
 def published_rows(results_dir: Path, fallback: dict | None = None) -> tuple[pd.DataFrame, str | None]:
@@ -138,28 +145,36 @@ def rebuild_grid(results_dir: Path) -> pd.DataFrame:
 
 
 def build_grid(results_dir: Path, all_runs: list[dict], fallback_published: dict | None = None) -> pd.DataFrame:
-    """Rows: models (scores ×100), published rows, Δ rows; columns: tasks in the README's order."""
+    """Rows: models (scores ×100), published rows, Δ rows (each model against the published row of its own name,
+    else the suite's reference); columns: tasks in the README's order, an avg@n score followed by its spread across
+    seeds and a reasoning score by its cut-off share."""
     runs = collect(all_runs).sort_values("finished_at").drop_duplicates(["model", "task"], keep="last")
     grid = runs.pivot(index="model", columns="task", values="score") if len(runs) else pd.DataFrame()
-    reasoned = runs.dropna(subset=["cut_off"])
-    cut_off = reasoned.pivot(index="model", columns="task", values="cut_off") if len(reasoned) else pd.DataFrame()
+    beside = {}  # suffix → (model × task) values shown beside a task's score
+    for suffix, column in ((SPREAD, "spread"), (CUT_OFF, "cut_off")):
+        found = runs.dropna(subset=[column])
+        beside[suffix] = found.pivot(index="model", columns="task", values=column) if len(found) else pd.DataFrame()
     published, reference = published_rows(results_dir, fallback_published)
-    deltas = pd.DataFrame()
-    if reference in published.index and len(grid):
-        common = [t for t in grid.columns if t in published.columns]
-        deltas = grid[common] - published.loc[reference, common]
-        deltas.index = [f"Δ {model} − {reference}" for model in grid.index]
+    deltas = {}
+    for model in grid.index:
+        own = [name for name in published.index if str(name).lower() == str(model).lower()]
+        against = own[0] if own else reference
+        if against in published.index:
+            common = [t for t in grid.columns if t in published.columns and pd.notna(published.loc[against, t])]
+            deltas[f"Δ {model} − {against}"] = grid.loc[model, common] - published.loc[against, common]
+    deltas = pd.DataFrame.from_dict(deltas, orient="index")
     if len(published):
         published.index = [f"{name} (published)" for name in published.index]
     grid = pd.concat([grid, published, deltas])
     known = [t for t in COLUMNS if t in grid.columns]
-    order = []
+    order, names = [], dict(COLUMNS)
     for task in known + sorted(set(grid.columns) - set(known)):
         order.append(task)
-        if task in cut_off.columns:  # beside a reasoning score: how many of its replies never reached an answer
-            grid[task + CUT_OFF] = cut_off[task]
-            order.append(task + CUT_OFF)
-    names = {**COLUMNS, **{t + CUT_OFF: COLUMNS.get(t, t) + CUT_OFF for t in cut_off.columns}}
+        for suffix, values in beside.items():  # how much an avg@n moves by seed; how many replies never answered
+            if task in values.columns:
+                grid[task + suffix] = values[task]
+                order.append(task + suffix)
+                names[task + suffix] = COLUMNS.get(task, task) + suffix
     return grid[order].rename(columns=names).round(1)
 
 
@@ -178,9 +193,22 @@ def write_table(grid: pd.DataFrame, stem: Path, decimals: int, notes: list[str] 
             return f"{value:+.{decimals}f}" if row_name.startswith("Δ ") else f"{value:.{decimals}f}"
         return str(value)
 
-    header = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
-    body = "".join("| " + " | ".join([str(row[0])] + [cell(str(row[0]), v) for v in row[1:]]) + " |\n"
-                   for row in table.itertuples(index=False))
+    # an avg@n score's spread goes into its own cell ("91.0 ± 1.2"); the CSV keeps it as a column of numbers
+    spreads = {c: c[:-len(SPREAD)] for c in table.columns if c.endswith(SPREAD) and c[:-len(SPREAD)] in table.columns}
+    shown = [c for c in table.columns if c not in spreads]
+
+    def cells(row: pd.Series) -> list[str]:
+        name = str(row["Model"])
+        out = []
+        for column in shown[1:]:
+            text = cell(name, row[column])
+            spread = next((row[s] for s, base in spreads.items() if base == column), None)
+            out.append(f"{text} ± {spread:.{decimals}f}" if text != "-" and spread is not None and pd.notna(spread)
+                       else text)
+        return [name, *out]
+
+    header = "| " + " | ".join(shown) + " |\n|" + "---|" * len(shown) + "\n"
+    body = "".join("| " + " | ".join(cells(row)) + " |\n" for _, row in table.iterrows())
     write_atomic(stem.with_suffix(".md"), header + body + "".join(f"\n{note}" for note in notes))
 
 

@@ -207,6 +207,10 @@ class TaskConfig:
     stop: list[str] = field(default_factory=list)
     max_new_tokens: int = field(default=256, metadata=at_least(1))
     choice_scoring: ChoiceScoring = ChoiceScoring.logits  # multiple-choice tasks (glm_eval/tasks/choice.py)
+    # the published protocol's decoding, where gen.samples / gen.preset are left unset: AIME avg@32 and GPQA avg@8
+    # with the model card's sampling. A model whose card names no sampling decodes greedily, one sample.
+    samples: int = field(default=1, metadata=at_least(1))
+    preset: GenPreset = GenPreset.none
     options: dict[str, Any] = field(default_factory=dict)  # task-specific knobs
 
 
@@ -230,11 +234,11 @@ class GenConfig:
     temperature: Optional[float] = field(default=None, metadata=at_least(0))  # 0 = greedy
     top_p: Optional[float] = field(default=None, metadata=between(1e-9, 1.0))
     top_k: Optional[int] = field(default=None, metadata=at_least(0))  # 0 = no top-k cut
-    preset: GenPreset = GenPreset.none
+    preset: Optional[GenPreset] = None  # unset: the task's (task.preset)
     seed: int = 1234  # each sample's seed derives from (seed, document, sample index)
     # samples per document: avg@n (MATH, MATH-500), majority vote (GSM8K) or pass@1 (code) as the headline, with
-    # pass@k, maj@k and the spread across samples beside it
-    samples: int = field(default=1, metadata=at_least(1))
+    # pass@k, maj@k and the spread across samples beside it; unset: the task's (task.samples) when sampling, else 1
+    samples: Optional[int] = field(default=None, metadata=at_least(1))
 
 
 GREEDY = {"temperature": 0.0, "top_p": 1.0, "top_k": 0}  # what an unset gen.temperature / top_p / top_k means

@@ -69,6 +69,12 @@ def majority(answers: list[str | None]) -> str | None:
     return next(a for a in answers if a is not None and votes[a] == best)
 
 
+def vote(sample: dict) -> str | None:
+    """How a sample votes: its `vote` where the task gives one (GPQA: the option's column, as letters differ between
+    samples), else its extracted answer."""
+    return sample.get("vote", sample.get("extracted"))
+
+
 def maj_at_k(records: list[dict], ks: list[int], averaging: Averaging) -> dict[str, float]:
     """maj@k for each k: a document is right when its first k samples' majority answer is one a correct sample gave."""
     scored = [r for r in records if is_scored(r) and "samples" in r and verdicts(r) is not None]
@@ -78,10 +84,9 @@ def maj_at_k(records: list[dict], ks: list[int], averaging: Averaging) -> dict[s
     for k in ks:
         values = []
         for r in scored:
-            answers = [s["extracted"] for s in r["samples"]]
-            voted = majority(answers[:k])
+            voted = majority([vote(s) for s in r["samples"][:k]])
             values.append(float(voted is not None and any(s["correct"] for s in r["samples"][:k]
-                                                          if s["extracted"] == voted)))
+                                                          if vote(s) == voted)))
         out[f"maj@{k}"] = _headline(values, scored, averaging)
     return out
 

@@ -1,6 +1,7 @@
 """One evaluation: config → task → requests → cached/batched inference → scoring → records → metrics → grid."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -176,8 +177,8 @@ def check_task(cfg: EvalConfig, task: Task) -> None:
     samples = cfg.gen.samples
     if samples > 1 and task.samples_scoring is None:
         raise UserError(f"gen.samples={samples}: {task.title} scores one sample per document; several samples are "
-                        f"scored for aime24, aime25, math, math500 (avg@n), gsm8k (majority vote), mbpp and humaneval "
-                        f"(pass@1)")
+                        f"scored for aime24, aime25, gpqa_diamond, mmlu_pro, math, math500 (avg@n), gsm8k (majority "
+                        f"vote), mbpp and humaneval (pass@1)")
     if samples > 1 and cfg.gen.temperature == 0:
         raise UserError(f"gen.samples={samples} with greedy decoding gives {samples} identical samples; "
                         f"set gen.temperature>0 (e.g. 0.8)")
@@ -202,19 +203,29 @@ def evaluate(cfg: EvalConfig) -> dict | None:
 
 
 def settle_generation(cfg: EvalConfig) -> None:
-    """Concrete sampling settings, recorded in the run's config.yaml: gen.preset=model fills every gen.* left unset
-    from the model card (model.sampling), and what is still unset is greedy."""
-    gen, card = cfg.gen, cfg.model.sampling
-    if gen.preset == GenPreset.model:
+    """Concrete sampling settings, recorded in the run's config.yaml. gen.preset (unset: the task's published
+    protocol, task.preset) =model fills every gen.* left unset from the model card (model.sampling); what is still
+    unset is greedy. gen.samples unset is the task's (AIME: 32) when sampling, else 1."""
+    gen, card, task = cfg.gen, cfg.model.sampling, cfg.task
+    preset = GenPreset(task.preset if gen.preset is None else gen.preset)
+    if preset == GenPreset.model:
         given = {k: card[k] for k in ("temperature", "top_p", "top_k", "max_new_tokens") if card[k] is not None}
-        if not given:
+        if not given and gen.preset is not None:
             raise UserError(f"gen.preset=model: {cfg.model.name}'s config gives no recommended sampling "
                             f"(model.sampling.*); set gen.temperature / gen.top_p / gen.top_k yourself")
+        if not given:  # the task's protocol samples with the card's settings, and this card has none
+            log.warning(f"{task.name} is published with the model card's sampling; {cfg.model.name}'s config names "
+                        f"none (model.sampling.*), so it decodes greedily, one sample a document (set gen.temperature "
+                        f"and gen.samples to sample)")
+            preset = GenPreset.none
         for key, value in given.items():
             if gen[key] is None:
                 gen[key] = value
+    gen.preset = preset
     for key, value in decoding(gen).items():
         gen[key] = value
+    if gen.samples is None:
+        gen.samples = task.samples if gen.temperature > 0 else 1
 
 
 def join_ranks(cfg: EvalConfig) -> Ranks:
@@ -254,7 +265,7 @@ def evaluate_suite(cfg: EvalConfig) -> dict:
         if overrides is not None:
             task_cfg = compose("config", overrides=[*overrides, f"task={name}"])
         else:  # the task's own config replaces the node whole (a merge would keep the previous task's options)
-            task_cfg = cfg.copy()
+            task_cfg = copy.deepcopy(cfg)  # each task settles its own gen.* (AIME samples, IFEval is greedy)
             task_cfg.task = compose("config", overrides=[f"task={name}"]).task
             task_cfg.suite = None
         task = load_task(task_cfg.task)
@@ -375,7 +386,10 @@ def check_budget(cfg: EvalConfig, loaded: LoadedModel, per_doc: list[list[Reques
         config = loaded.source.checkpoint_config
         context = (model.vllm.max_model_len if model.backend == BackendKind.vllm else None) or model.max_length or \
             config.get("max_position_embeddings") or config.get("seq_length")
-    if context and budget >= context:
+    if context and budget >= context and cfg.gen.max_new_tokens is None:  # the task's default: cut at the context
+        log.warning(f"{cfg.task.name}'s budget of {budget} new tokens is not below {model.name}'s context of "
+                    f"{context}: each reply ends where the context does (set gen.max_new_tokens to choose)")
+    elif context and budget >= context:
         raise UserError(f"max_new_tokens={budget} is not below {model.name}'s context of {context} tokens, which the "
                         f"prompt shares: set gen.max_new_tokens below it")
     if model.backend != BackendKind.hf or not loaded.source.checkpoint_config:

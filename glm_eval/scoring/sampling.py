@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from glm_eval.core.sampled import majority
+from glm_eval.core.sampled import majority, vote
 
 K_VALUES = (1, 2, 5, 10, 20, 50, 100)
 
@@ -44,14 +44,15 @@ def combine(scoring: SamplesScoring, verdicts: list[dict]) -> dict:
     """One document's record fields from its samples' verdicts (each with `extracted` and `correct`, or a
     `scoring_error`). A sample whose check could not run makes the document unscored, never a failure."""
     errors = [v["scoring_error"] for v in verdicts if "scoring_error" in v]
-    samples = [{k: v[k] for k in ("extracted", "correct", "execution") if k in v} for v in verdicts]
+    # a sample's own gold and vote where its prompt differs from its siblings' (GPQA's shuffled options)
+    samples = [{k: v[k] for k in ("extracted", "gold", "vote", "correct", "execution") if k in v} for v in verdicts]
     if errors:
         return {"samples": samples, "scoring_error": errors[0]}
     passed = sum(bool(v["correct"]) for v in verdicts)
     fields = {"samples": samples, "passed": passed}
     if scoring in (SamplesScoring.majority, SamplesScoring.mean):
-        voted = majority([v["extracted"] for v in verdicts])
-        fields.update(extracted=voted, correct=any(v["correct"] for v in verdicts if v["extracted"] == voted)
+        voted = majority([vote(v) for v in verdicts])
+        fields.update(extracted=voted, correct=any(v["correct"] for v in verdicts if vote(v) == voted)
                       if voted is not None else False)
     if scoring != SamplesScoring.majority:  # the document's value: the share of right samples
         fields["score"] = passed / len(verdicts)
