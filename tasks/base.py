@@ -182,12 +182,13 @@ class Task:
         and resumption); greedy requests carry no seed, so the same prompt is the same cached request in any
         subset."""
         sampling = decoding(gen)
-        prompts = prompt if isinstance(prompt, list) else [prompt] * gen.samples
+        samples = gen.samples or 1  # unset outside a run (the engine settles it first: settle_generation)
+        prompts = prompt if isinstance(prompt, list) else [prompt] * samples
         return [GenerationRequest(prompt=prompts[k], max_new_tokens=gen.max_new_tokens or max_new_tokens
                                   or self.cfg.max_new_tokens, stop=tuple(dict.fromkeys(stop)), **sampling,
                                   seed=sample_seed(gen.seed, doc["doc_id"], k) if sampling["temperature"] > 0 else 0,
                                   sample_index=k, min_new_tokens=min_new_tokens)
-                for k in range(gen.samples)]
+                for k in range(samples)]
 
     def extract(self, output: str) -> str | None:
         raise NotImplementedError

@@ -27,7 +27,7 @@ import random
 import re
 from pathlib import Path
 
-from glm_eval.core.errors import UserError
+from glm_eval.core.errors import UserError, first_line
 from glm_eval.core.files import file_sha256
 from glm_eval.core.protocol import Response
 from glm_eval.scoring.sampling import SamplesScoring
@@ -52,8 +52,12 @@ class GPQA(Task):
                             f"question and sample) or `simple-evals` (simple-evals' own draws)")
 
     def local_rows(self, path: Path):
-        with open(path, newline="", encoding="utf-8") as f:  # fields hold newlines: a real CSV parser
-            rows = list(csv.DictReader(f))
+        try:
+            with open(path, newline="", encoding="utf-8") as f:  # fields hold newlines: a real CSV parser
+                rows = list(csv.DictReader(f))
+        except (UnicodeDecodeError, csv.Error) as e:  # not the authors' UTF-8 CSV
+            raise UserError(f"{self.title}: {path} is not a readable UTF-8 CSV ({first_line(e, 120)}); use the "
+                            f"authors' gpqa_diamond.csv") from e
         return rows, [], {path.name: file_sha256(path)}
 
     def documents(self, data_dir):
@@ -80,7 +84,7 @@ class GPQA(Task):
 
     def requests(self, doc: dict, shots: list[dict], renderer, gen, stop: list[str]):
         prompts = []
-        for k in range(gen.samples):
+        for k in range(gen.samples or 1):
             order = self.permutation(doc, k)
             options = {letter: doc["options"][column] for letter, column in zip("ABCD", order)}
             prompts.append(renderer.render([], self.cfg.template.format(question=doc["question"], **options),

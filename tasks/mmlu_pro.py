@@ -79,7 +79,10 @@ class MMLUPro(Task):
         return frame.to_dict("records"), [], {path.name: file_sha256(path)}
 
     def parse(self, row: dict) -> dict | None:
-        options = [str(o) for o in (row.get("options") if row.get("options") is not None else []) if o != "N/A"]
+        given = row.get("options")
+        if isinstance(given, (str, bytes, dict)) or not hasattr(given, "__iter__"):  # a list (parquet: an array)
+            return None
+        options = [str(o) for o in given if o != "N/A"]
         answer = str(row.get("answer", "")).strip()
         if not isinstance(row.get("question"), str) or not options or answer not in LETTERS[:len(options)]:
             return None
