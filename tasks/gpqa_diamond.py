@@ -96,6 +96,10 @@ class GPQA(Task):
         return found.group(1).upper() if found else None
 
     def score(self, answers: list[Response], record: dict) -> dict:
+        row, rows = record.get("row"), record.get("rows")
+        if not (isinstance(row, int) and isinstance(rows, int) and 0 <= row < rows <= 100_000):  # an edited record
+            return {"scoring_error": f"record {record.get('doc_id')}: row {row!r} of {rows!r} names no question's "
+                                     f"option order"}
         order = self.permutation(record, record.get("sample_index", 0))
         gold = "ABCD"[order.index(0)]
         extracted = self.extract(answers[0].text)

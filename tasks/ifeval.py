@@ -52,8 +52,12 @@ class IFEval(Task):
 
     def aggregate(self, records: list[dict]) -> dict:
         # a reply with no answer (cut off inside its reasoning) followed none of its instructions
-        strict = [r.get("strict") or [False] * len(r["instruction_ids"]) for r in records]
-        loose = [r.get("loose") or [False] * len(r["instruction_ids"]) for r in records]
+        def verdicts(record: dict, key: str) -> list[bool]:
+            given, ids = record.get(key), record.get("instruction_ids")
+            if isinstance(given, list):
+                return [v is True for v in given]
+            return [False] * (len(ids) if isinstance(ids, list) else 1)
+        strict, loose = [verdicts(r, "strict") for r in records], [verdicts(r, "loose") for r in records]
 
         def share(values: list[bool]) -> float:
             return sum(values) / len(values) if values else 0.0

@@ -78,6 +78,8 @@ def test_gpqa_prompt_and_extraction_against_the_gold(data_dir):
         verdict = task.score([Response(text=reply)], record)
         assert verdict["correct"] is right, reply[:60]
         assert verdict["gold"] == gold
+    for row, rows in ((0, 10**12), (-1, 198), ("0", 198)):  # an edited record: a failed check, never a crash
+        assert "scoring_error" in task.score([Response(text="ANSWER: A")], {**record, "row": row, "rows": rows})
     text = task.cfg.template.format(question=doc["question"], **dict(zip("ABCD", (doc["options"][c] for c in order))))
     assert text.startswith("Answer the following multiple choice question. The last line of your response should "
                            "be of the following format: 'ANSWER: $LETTER'")
@@ -100,6 +102,7 @@ def test_mmlu_pro_extraction_cascade_against_the_gold(data_dir):
              "no letter here at all.": None}
     for reply, expected in cases.items():
         assert extract_letter(reply) == expected, reply
+    assert task_of("mmlu_pro").parse({**doc, "options": "ABCD", "answer": "A", "question": "q"}) is None
     task = task_of("mmlu_pro", "task.options.form=chat")
     assert task.score([Response(text=f"**The answer is ({gold})**")], {"gold": gold})["correct"]
 
