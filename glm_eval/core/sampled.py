@@ -75,6 +75,12 @@ def vote(sample: dict) -> str | None:
     return sample.get("vote", sample.get("extracted"))
 
 
+def majority_verdict(samples: list[dict]) -> tuple[str | None, bool]:
+    """The samples' majority answer (by `vote`) and whether it is right: one of the samples giving it was."""
+    voted = majority([vote(s) for s in samples])
+    return voted, voted is not None and any(s["correct"] for s in samples if vote(s) == voted)
+
+
 def maj_at_k(records: list[dict], ks: list[int], averaging: Averaging) -> dict[str, float]:
     """maj@k for each k: a document is right when its first k samples' majority answer is one a correct sample gave."""
     scored = [r for r in records if is_scored(r) and "samples" in r and verdicts(r) is not None]
@@ -84,9 +90,7 @@ def maj_at_k(records: list[dict], ks: list[int], averaging: Averaging) -> dict[s
     for k in ks:
         values = []
         for r in scored:
-            voted = majority([vote(s) for s in r["samples"][:k]])
-            values.append(float(voted is not None and any(s["correct"] for s in r["samples"][:k]
-                                                          if vote(s) == voted)))
+            values.append(float(majority_verdict(r["samples"][:k])[1]))
         out[f"maj@{k}"] = _headline(values, scored, averaging)
     return out
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from glm_eval.core.sampled import majority, vote
+from glm_eval.core.sampled import majority, majority_verdict  # noqa: F401  (majority: its home before core)
 
 K_VALUES = (1, 2, 5, 10, 20, 50, 100)
 
@@ -51,9 +51,8 @@ def combine(scoring: SamplesScoring, verdicts: list[dict]) -> dict:
     passed = sum(bool(v["correct"]) for v in verdicts)
     fields = {"samples": samples, "passed": passed}
     if scoring in (SamplesScoring.majority, SamplesScoring.mean):
-        voted = majority([vote(v) for v in verdicts])
-        fields.update(extracted=voted, correct=any(v["correct"] for v in verdicts if vote(v) == voted)
-                      if voted is not None else False)
+        voted, right = majority_verdict(verdicts)
+        fields.update(extracted=voted, correct=right)
     if scoring != SamplesScoring.majority:  # the document's value: the share of right samples
         fields["score"] = passed / len(verdicts)
     return fields
