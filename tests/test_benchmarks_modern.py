@@ -5,6 +5,7 @@ import csv
 import json
 from collections import Counter
 
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
@@ -232,13 +233,14 @@ def test_ifeval_key_2785_and_the_two_revisions(data_dir):
 # ---- suites and the grid --------------------------------------------------------------------------------------
 def test_suites_carry_the_published_rows():
     glm45 = compose_config(["suite=glm-4.5-report", "task=aime24"]).suite
-    assert list(glm45.tasks) == ["mmlu_pro", "aime24", "math500", "gpqa_diamond", "ifeval"]
+    assert list(glm45.tasks) == ["mmlu_pro", "aime24", "math500", "gpqa_diamond", "ifeval", "bfcl"]
     assert dict(glm45.published["GLM-4.5"]) == {"mmlu_pro": 84.6, "aime24": 91.0, "math500": 98.2,
-                                                "gpqa_diamond": 79.1, "ifeval": 86.1}
+                                                "gpqa_diamond": 79.1, "ifeval": 86.1, "bfcl_overall": 77.8}
     assert dict(glm45.published["GLM-4.5-Air"])["ifeval"] == 86.3
     z1 = compose_config(["suite=glm-z1-report", "task=aime24"]).suite
     assert dict(z1.published["GLM-Z1-32B-0414"]) == {"aime24": 80.8, "aime25": 63.6, "gpqa_diamond": 66.1,
-                                                     "ifeval": 84.5}
+                                                     "ifeval": 84.5, "bfcl_overall": 70.5}
+    assert dict(z1.published["GLM-4-32B-0414"])["bfcl_overall"] == 69.6
 
 
 def test_grid_shows_avg_at_n_spread_cut_off_and_a_delta_per_model(tmp_path):
@@ -247,8 +249,14 @@ def test_grid_shows_avg_at_n_spread_cut_off_and_a_delta_per_model(tmp_path):
     runs = [{"model": "glm-z1-9b-0414", "task": "aime24", "score": 0.75, "spread": 0.031,
              "reasoning": {"cut_off_share": 0.125}, "finished_at": "1"},
             {"model": "glm-z1-9b-0414", "task": "ifeval", "score": 0.8, "finished_at": "1"},
-            {"model": "other", "task": "ifeval", "score": 0.5, "finished_at": "1"}]
+            {"model": "other", "task": "ifeval", "score": 0.5, "finished_at": "1"},
+            {"model": "glm-z1-9b-0414", "task": "bfcl", "score": 0.6, "finished_at": "1"}]
     grid = build_grid(tmp_path, runs, suite)
+    # BFCL: the AST headline and the published overall (incl. multi-turn) side by side, never a Δ between them
+    assert grid.loc["glm-z1-9b-0414", "BFCL AST"] == pytest.approx(60.0)
+    assert grid.loc["GLM-Z1-9B-0414 (published)", "BFCL overall (incl. multi-turn)"] == pytest.approx(66.6)
+    delta = grid.loc["Δ glm-z1-9b-0414 − GLM-Z1-9B-0414"]
+    assert pd.isna(delta["BFCL AST"]) and pd.isna(delta["BFCL overall (incl. multi-turn)"])
     assert grid.loc["Δ glm-z1-9b-0414 − GLM-Z1-9B-0414", "AIME24"] == pytest.approx(75.0 - 76.4)
     assert grid.loc["Δ glm-z1-9b-0414 − GLM-Z1-9B-0414", "IFEval"] == pytest.approx(80.0 - 81.9)
     assert not any(str(name).startswith("Δ other") for name in grid.index)  # no published row of its name

@@ -95,6 +95,31 @@ def test_completions_with_the_tokenizer_send_the_in_process_chat_prompt(server, 
     assert there_metrics["prompt_sha256"] == here_metrics["prompt_sha256"]
 
 
+def test_bfcl_through_the_servers_tools_api_equals_in_process(server, tmp_path, data_dir):
+    """BFCL's functions offered in process (SmolLM2's template ignores tools=, so BFCL's own prompt offers them) and
+    as the OpenAI API's `tools` to glm_eval.serve, which offers them the same way and answers calls as tool_calls:
+    the same replies, calls and verdicts; rescore recomputes each record from itself."""
+    from conftest import run_command
+
+    from glm_eval.engine.rescore import main as rescore
+    bfcl = ["task=bfcl", "task.options.categories=[simple,parallel,live_simple,irrelevance]", "limit=1",
+            "gen.max_new_tokens=48"]
+    here, _ = run_records(tmp_path, data_dir, "here", *bfcl, "model=smollm2-135m-instruct")
+    there, _ = run_records(tmp_path, data_dir, "there", *bfcl, "model=openai_api", f"model.endpoint.url={server}/v1")
+    assert [r["bfcl_category"] for r in here] == ["simple", "parallel", "live_simple", "irrelevance"]
+    assert [r["tool_format"] for r in here + there] == ["python"] * 4 + ["openai"] * 4
+    assert "You are an expert in composing functions." in here[0]["prompt"] and "[tools] [" in there[0]["prompt"]
+    def verdicts(records):  # the parsed calls, the verdict and BFCL's error type (the reasons' words differ)
+        return [(r["calls"], r["correct"], ":".join(r.get("miss", "").split(":")[:2])) for r in records]
+    assert verdicts(there) == verdicts(here)
+    assert [r["output"] for r in there if "tool_calls" not in r] == [r["output"] for r in here if not r["calls"]]
+    for run in (tmp_path / "here", tmp_path / "there"):
+        [folder] = run.glob("*/bfcl")
+        before = [json.loads(line) for line in open(folder / "samples.jsonl")]
+        assert run_command(rescore, folder).returncode == 0
+        assert [json.loads(line) for line in open(folder / "samples.jsonl")] == before
+
+
 def test_completions_take_token_ids_that_name_tokens(server):
     def complete(prompt):
         return httpx.post(f"{server}/v1/completions", timeout=60, json={"prompt": prompt, "max_tokens": 3})

@@ -12,7 +12,10 @@ from glm_eval.core.files import write_atomic, write_json
 COLUMNS = {"gsm8k": "GSM8K", "math": "MATH", "math500": "MATH-500", "bbh": "BBH", "mmlu": "MMLU", "ceval": "C-Eval",
            "cmmlu": "CMMLU", "mbpp": "MBPP", "agieval": "AGIEval", "humaneval": "HumanEval", "longbench": "LongBench",
            "longbench_e": "LongBench-E", "mmlu_pro": "MMLU-Pro", "aime24": "AIME24", "aime25": "AIME25",
-           "gpqa_diamond": "GPQA", "ifeval": "IFEval"}
+           "gpqa_diamond": "GPQA", "ifeval": "IFEval", "bfcl": "BFCL AST",
+           # published BFCL overalls average multi-turn (and v4 agentic) parts glm-eval does not run: their own column,
+           # never a Δ against a BFCL AST run
+           "bfcl_overall": "BFCL overall (incl. multi-turn)"}
 
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from functools import cached_property
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from glm_eval.core.config import EndpointApi, EndpointConfig, PromptAs, Thinking, ThinkingAs
+from glm_eval.core.config import EndpointApi, EndpointConfig, PromptAs, Thinking, ThinkingAs, ToolFormat
 from glm_eval.core.errors import UserError, describe
 from glm_eval.core.protocol import (THINK_CLOSE, BackendInfo, GenerationRequest, LoglikelihoodRequest, OnResponse,
                                     OnText, Response)
@@ -78,6 +78,19 @@ def _reasoning(part: dict) -> str | None:
         if isinstance(part.get(name), str):
             return part[name]
     return None
+
+
+def _tool_calls(calls) -> str | None:
+    """A reply's OpenAI `tool_calls` as the JSON a Response keeps ([{"function": {"name", "arguments"}}]); None where
+    there are none. Their content is checked where they are scored (glm/tools.py): a malformed call is a wrong answer
+    with its reason, not a failed request."""
+    if not calls:
+        return None
+    if not isinstance(calls, list):
+        return json.dumps(calls)  # kept as sent: read back as a malformed call
+    return json.dumps([{"function": {k: c["function"].get(k) for k in ("name", "arguments")}}
+                       if isinstance(c, dict) and isinstance(c.get("function"), dict) else c for c in calls],
+                      ensure_ascii=False)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -316,6 +329,8 @@ class OpenAIBackend(HTTPBackend):
         if self.api == EndpointApi.chat:
             messages = req.prompt.messages or (("user", req.prompt.text),)
             payload["messages"] = [{"role": role, "content": content} for role, content in messages]
+            if req.prompt.tools and req.prompt.tool_format != ToolFormat.python:  # python: BFCL's prompt holds them
+                payload["tools"] = json.loads(req.prompt.tools)
             if self.thinking != Thinking.auto:  # auto: the server's default, and no field a plain server may refuse
                 on = self.thinking == Thinking.on
                 if self.cfg.thinking_as == ThinkingAs.zai:
@@ -345,15 +360,18 @@ class OpenAIBackend(HTTPBackend):
             if self.api == EndpointApi.chat:
                 message = choice["message"]
                 reasoning = _reasoning(message)
-                # vLLM sends content null when the whole reply was reasoning
-                text = "" if message.get("content") is None and reasoning is not None else _string(message["content"])
+                calls = _tool_calls(message.get("tool_calls"))
+                # vLLM sends content null when the whole reply was reasoning, or calls alone
+                text = "" if message.get("content") is None and (reasoning is not None or calls) else \
+                    _string(message["content"])
             else:
-                text, reasoning = _string(choice["text"]), None
+                text, reasoning, calls = _string(choice["text"]), None, None
             return Response(text=text, finish_reason=choice.get("finish_reason") or "eos",
-                            num_tokens=self._tokens(data), reasoning=reasoning)
+                            num_tokens=self._tokens(data), reasoning=reasoning, tool_calls=calls)
         with self.exchange(client, self.url, self.payload(req), deadline, sse=True) as response:
             self.check_status(response)
             parts, thoughts, finish_reason, num_tokens, done = [], None, None, 0, False
+            calls: dict[int, dict] = {}  # streamed tool calls by index: the name, then the arguments in pieces
             for event in EventSource(response).iter_sse():  # comments (`: ping`) never reach here
                 if not event.data.strip():
                     continue
@@ -371,11 +389,19 @@ class OpenAIBackend(HTTPBackend):
                         parts.append(_string(piece))
                     if (thought := _reasoning(delta)) is not None:
                         thoughts = (thoughts or []) + [thought]
+                    for piece in delta.get("tool_calls") or []:
+                        if not isinstance(piece, dict) or not isinstance(piece.get("index", 0), int):
+                            raise Fatal(f"a streamed tool call is not an object with an index: {str(piece)[:80]}")
+                        call = calls.setdefault(piece.get("index", 0), {"name": "", "arguments": ""})
+                        function = piece.get("function") or {}
+                        call["name"] += _string(function.get("name") or "")
+                        call["arguments"] += _string(function.get("arguments") or "")
                     finish_reason = choice.get("finish_reason") or finish_reason
             if not done and finish_reason is None:  # closed mid-reply (HTTP/1.0 streams end at close)
                 raise Retryable("stream ended before [DONE]")
             return Response(text="".join(parts), finish_reason=finish_reason or "eos", num_tokens=num_tokens,
-                            reasoning=None if thoughts is None else "".join(thoughts))
+                            reasoning=None if thoughts is None else "".join(thoughts),
+                            tool_calls=_tool_calls([{"function": calls[k]} for k in sorted(calls)]))
 
     @staticmethod
     def _tokens(data: dict) -> int:

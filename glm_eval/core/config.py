@@ -66,6 +66,18 @@ class ThinkingAs(StrEnum):
     zai = "zai"  # thinking: {type: enabled|disabled} (Z.ai's own API)
 
 
+class ToolFormat(StrEnum):
+    """How a model is offered functions and writes its calls (glm_eval/glm/tools.py)."""
+    auto = "auto"  # THUDM's native formats: their own; a chat template: hermes if it renders tools, else python
+    chatglm3 = "chatglm3"
+    glm4 = "glm4"
+    glm45 = "glm45"
+    glm47 = "glm47"
+    hermes = "hermes"
+    python = "python"
+    openai = "openai"
+
+
 class GenPreset(StrEnum):
     none = "none"  # greedy unless gen.temperature / top_p / top_k say otherwise
     model = "model"  # the model card's sampling (model.sampling) for every gen.* left unset
@@ -187,6 +199,7 @@ class ModelConfig:
     sampling: SamplingPreset = field(default_factory=SamplingPreset)  # the card's settings, for gen.preset=model
     # text that raw (base-model) prompts start with when the tokenizer does not add it itself: GLM's [gMASK]<sop>
     prompt_prefix: Optional[str] = None
+    tool_format: ToolFormat = ToolFormat.auto  # how tools are offered and calls read back (BFCL; glm/tools.py)
 
 
 @dataclass

@@ -28,6 +28,10 @@ class Prompt:
     # was told to), False (thinking switched off), None (no switch and no thinking model, or unknown). Where True, a
     # stop string ends the reply only after its </think> (scoring/reasoning.py); an endpoint is told on/off.
     thinking: bool | None = None
+    # functions the model may call (BFCL): the JSON of an OpenAI-style tool list, which an endpoint is sent as `tools`
+    # (in process the rendered text already holds them), and the format its reply writes calls in (glm/tools.py)
+    tools: str = ""
+    tool_format: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class GenerationRequest:
             identity["top_k"] = self.top_k
         if self.prompt.thinking is not None:  # an endpoint is told on/off: the same text gets other answers
             identity["thinking"] = self.prompt.thinking
+        if self.prompt.tools:  # an endpoint's messages do not hold the tools it is sent
+            identity["tools"] = self.prompt.tools
         return identity
 
 
@@ -85,6 +91,9 @@ class Response:
     # the reasoning a server split off the reply itself (OpenAI-style `reasoning_content` / vLLM's `reasoning`), `text`
     # then being the rest; None where the reply came whole (its <think>…</think> still in `text`)
     reasoning: str | None = None
+    # the calls a server parsed out of the reply itself (OpenAI `tool_calls`, as JSON: [{"function": {"name",
+    # "arguments"}}]), `text` then being the content; None where the reply came as text alone
+    tool_calls: str | None = None
 
 
 Request = GenerationRequest | LoglikelihoodRequest

@@ -94,6 +94,10 @@ def make_record(task, doc: dict, requests: list[Request], answers: list[Response
             record["thinking"] = thinking
         if remote:
             record["endpoint"] = True
+        if prompt.tools:  # the format its calls are read back in (BFCL), and a server's own parse of them
+            record["tool_format"] = prompt.tool_format
+            if answers[0].tool_calls is not None:
+                record["tool_calls"] = answers[0].tool_calls
         splits = [split_of(record, a.text, a.finish_reason, a.reasoning) for a in answers]
         if len(answers) > 1 or thinking is not None or any(s.reasoning is not None for s in splits):
             record["replies"] = [reply_facts(answer, split, tokenizer) for answer, split in zip(answers, splits)]
@@ -114,6 +118,8 @@ def split_of(record: dict, text: str, finish_reason: str, server_reasoning: str 
 
 def reply_facts(answer: Response, split: Split, tokenizer) -> dict:
     facts = {"finish_reason": answer.finish_reason, "num_tokens": answer.num_tokens}
+    if answer.tool_calls is not None:
+        facts["tool_calls"] = answer.tool_calls
     if answer.reasoning is not None:  # the server split it off: the output holds the content alone
         facts["reasoning"] = answer.reasoning
     if split.reasoning is not None and tokenizer is not None and answer.error is None:
@@ -128,9 +134,10 @@ def answers_from_record(record: dict) -> list[Response]:
         return [Response(logprobs=record["logprobs"])]
     texts = record.get("outputs") or [record["output"]]
     # a record written before replies were kept: the first reply's finish reason, none known for the others
-    facts = record.get("replies") or [{"finish_reason": record.get("finish_reason", "")}] + [{}] * (len(texts) - 1)
+    facts = record.get("replies") or [{"finish_reason": record.get("finish_reason", ""),
+                                       "tool_calls": record.get("tool_calls")}] + [{}] * (len(texts) - 1)
     return [Response(text=t, finish_reason=f.get("finish_reason", ""), num_tokens=f.get("num_tokens", 0),
-                     reasoning=f.get("reasoning")) for t, f in zip(texts, facts)]
+                     reasoning=f.get("reasoning"), tool_calls=f.get("tool_calls")) for t, f in zip(texts, facts)]
 
 
 STALE = ("scoring_error", "correct", "score", "samples", "passed", "reasoning", "answer")  # a rescore replaces these
@@ -154,9 +161,11 @@ def score_records(task, records: list[dict], answers: list[list[Response]]) -> N
                 record["replies"][j].update(reasoning_state=str(split.state))
                 if len(answers[i]) > 1:
                     record["replies"][j]["answer"] = split.answer
+        # a server that parsed calls out of a reply answered with them, even with no content beside them
         scored_answers.append([response if split is None else
                                Response(text=split.answer or "", finish_reason=response.finish_reason,
-                                        num_tokens=response.num_tokens) if split.answered else None
+                                        num_tokens=response.num_tokens, tool_calls=response.tool_calls)
+                               if split.answered or response.tool_calls else None
                                for response, split in zip(answers[i], splits)])
         for stale in STALE:  # rescore: a verdict is replaced, never mixed with an old one
             record.pop(stale, None)

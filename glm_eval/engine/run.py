@@ -18,7 +18,7 @@ from tqdm import tqdm
 from glm_eval.analysis.grid import rebuild_grid, register_run, write_published
 from glm_eval.core.config import Backend as BackendKind
 from glm_eval.core.config import (EndpointApi, EvalConfig, GenPreset, ModelConfig, PromptFormat, Reasoning, Thinking,
-                                  decoding)
+                                  ToolFormat, decoding)
 from glm_eval.core.errors import UserError, describe
 from glm_eval.core.files import cache_root, writable_folder
 from glm_eval.core.protocol import Backend, GenerationRequest, LoglikelihoodRequest, Request, Response
@@ -80,7 +80,8 @@ class LoadedModel:
     @cached_property
     def renderer(self) -> PromptRenderer:
         model = self.cfg.model
-        thinking = dict(thinking=model.thinking, reasoning=self.reasoning, prompt_prefix=model.prompt_prefix)
+        thinking = dict(thinking=model.thinking, reasoning=self.reasoning, prompt_prefix=model.prompt_prefix,
+                        tool_format=model.tool_format)
         if not self.remote:
             return PromptRenderer(self.source.load_tokenizer(), model.chat, model.prompt_format,
                                   self.source.max_input_length(), **thinking)
@@ -99,6 +100,8 @@ class LoadedModel:
         context = self.backend.info.context_length if budget is None else None
         if context and context > 500:  # as served (vLLM's max_model_len); a smaller one leaves no budget to use
             budget = context - 500
+        if model.tool_format == ToolFormat.auto:  # the served model's own, as its prompt format
+            thinking["tool_format"] = named.tool_format
         return PromptRenderer(tokenizer, chat, prompt_format, budget, chat_api=chat_api, **thinking)
 
     @cached_property

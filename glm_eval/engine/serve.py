@@ -31,8 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from glm_eval.core.cli import parse_args, port
 from glm_eval.core.errors import UserError
-from glm_eval.core.protocol import Backend, GenerationRequest, Prompt, Response
+from glm_eval.core.protocol import THINK_CLOSE, Backend, GenerationRequest, Prompt, Response
 from glm_eval.engine.overrides import validate
+from glm_eval.glm.tools import jsonable, parse_calls
 
 
 MAX_BODY = 8 << 20  # bytes: a 32K-token conversation is well under 1 MB; a 50 MB body would stall everyone
@@ -70,10 +71,24 @@ class TemplateKwargs(BaseModel):
     enable_thinking: bool | None = None
 
 
+class Function(BaseModel):
+    model_config = ConfigDict(extra="allow")  # description, strict, …: passed on to the template as sent
+    name: str = Field(min_length=1, max_length=256)
+    parameters: dict | None = None
+
+
+class Tool(BaseModel):
+    type: str = "function"
+    function: Function
+
+
 class ChatBody(Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     chat_template_kwargs: TemplateKwargs | None = None
+    # functions the model may call: offered in its own tool format, its calls returned as `tool_calls` (tool_choice
+    # is not honoured: the model decides, as with vLLM's "auto")
+    tools: list[Tool] | None = Field(None, max_length=256)
 
 
 class CompletionBody(Sampling):
@@ -273,6 +288,20 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
     def finish(response: Response) -> str:
         return "length" if response.finish_reason == "length" else "stop"
 
+    def with_calls(prompt: Prompt, response: Response) -> tuple[dict, str]:
+        """The reply's message with the calls its answer (after any </think>) makes as OpenAI tool_calls, and its
+        finish reason ("tool_calls" where it called); a reply without calls is returned as it came."""
+        head, tag, answer = response.text.rpartition(THINK_CLOSE)
+        calls = parse_calls(prompt.tool_format, answer, json.loads(prompt.tools))
+        if not calls.calls:
+            return {"role": "assistant", "content": response.text}, finish(response)
+        tool_calls = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function", "index": i,
+                       "function": {"name": c["name"],
+                                    "arguments": json.dumps(jsonable(c["arguments"]), ensure_ascii=False)}}
+                      for i, c in enumerate(calls.calls)]
+        content = head + tag + calls.content
+        return {"role": "assistant", "content": content or None, "tool_calls": tool_calls}, "tool_calls"
+
     def event(payload) -> str:
         return f"data: {payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)}\n\n"
 
@@ -307,13 +336,27 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
         if body.messages[-1].role == "assistant":
             raise HTTPException(400, "the last message must not be the assistant's")
         switch = body.chat_template_kwargs.enable_thinking if body.chat_template_kwargs else None
+        tools = (await request.json())["tools"] if body.tools else None  # as sent: key order shapes the prompt
         try:
             chosen = renderer if switch is None else renderer.with_thinking("on" if switch else "off")
-            prompt = chosen.render_messages(tuple((m.role, m.text()) for m in body.messages))
         except UserError as e:  # a model whose prompts have no template to switch
             raise HTTPException(400, f"chat_template_kwargs.enable_thinking: {e}") from None
+        try:
+            prompt = chosen.render_messages(tuple((m.role, m.text()) for m in body.messages), tools=tools)
+        except UserError as e:  # tools for a model whose prompts cannot carry them
+            raise HTTPException(400, f"tools: {e}") from None
         request_ = generation(prompt, body, 1024, body.max_tokens or body.max_completion_tokens)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model_id}
+        if tools:  # calls are known only once the reply is whole: a stream gets it in one piece
+            response = await answer(request_, request)
+            message, reason = with_calls(prompt, response)
+            if not body.stream:
+                return {**head, "object": "chat.completion", "usage": usage(request_, response),
+                        "choices": [{"index": 0, "message": message, "finish_reason": reason}]}
+            chunk = {**head, "object": "chat.completion.chunk"}
+            events = [{**chunk, "choices": [{"index": 0, "delta": message, "finish_reason": None}]},
+                      {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}]
+            return StreamingResponse(iter([*map(event, events), event("[DONE]")]), media_type="text/event-stream")
         if body.stream:
             def chunk(piece: str, reason: str | None, delta: dict | None = None) -> dict:
                 delta = delta if delta is not None else ({"content": piece} if piece else {})

@@ -4,12 +4,14 @@ text), or as chat turns for endpoints that apply their own template."""
 from __future__ import annotations
 
 import copy
+import json
 from enum import StrEnum
 
 from glm_eval.core.config import Reasoning, Thinking
 from glm_eval.core.errors import UserError
 from glm_eval.core.protocol import THINK_OPEN, Prompt
 from glm_eval.glm.tokenizers import ChatGLMTokenizer, GLM4Tokenizer
+from glm_eval.glm.tools import ToolFormat, system_turn
 
 
 class Format(StrEnum):
@@ -42,11 +44,15 @@ class PromptRenderer:
     auto leaves the template's default. A model that reasons answers after its `</think>`, so a task's answer prefix
     ends the user turn there too (written after `<|assistant|>` it would take the reasoning's place). Each prompt says
     whether its reply reasons first (`Prompt.thinking`).
+
+    Tools (BFCL): `tool_format` (glm/tools.py) says how the model is offered functions and writes calls. auto: THUDM's
+    native formats their own (chatglm3, glm4), a chat template hermes where it renders `tools=` and BFCL's prompt
+    (python) where it ignores them, an endpoint's chat API openai (`tools` in the request).
     """
 
     def __init__(self, tokenizer, chat: bool | None, prompt_format: str = "auto", max_input_length: int | None = None,
                  chat_api: bool = False, thinking: str = Thinking.auto, reasoning: str | None = None,
-                 prompt_prefix: str | None = None):
+                 prompt_prefix: str | None = None, tool_format: str = ToolFormat.auto):
         if prompt_format == "auto":
             use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
             prompt_format = Format.chat_template if use_chat else Format.raw
@@ -67,6 +73,24 @@ class PromptRenderer:
         self.reasoning = Reasoning(reasoning) if reasoning else None
         self.prompt_prefix = prompt_prefix
         self._switch(thinking)
+        self.tool_format = self._tool_format(tool_format)
+
+    def _tool_format(self, chosen: str) -> ToolFormat | None:
+        """The resolved tool format; None where prompts have no chat turns to carry tools (raw, chatglm2)."""
+        try:
+            chosen = ToolFormat(str(chosen))
+        except ValueError:
+            raise UserError(f"unknown model.tool_format {chosen!r}; valid: {', '.join(ToolFormat)}") from None
+        if self.format in (Format.raw, Format.chatglm2):
+            return None
+        if chosen != ToolFormat.auto:
+            return chosen
+        if self.format == Format.messages:
+            return ToolFormat.openai
+        if self.format in (Format.chatglm3, Format.glm4):
+            return ToolFormat(str(self.format))
+        return ToolFormat.hermes if "tools" in (getattr(self.tokenizer, "chat_template", None) or "") \
+            else ToolFormat.python
 
     def _switch(self, thinking: str) -> None:
         self.thinking = Thinking(thinking)
@@ -106,9 +130,13 @@ class PromptRenderer:
         messages = tuple(m for user, answer in shots for m in (("user", user), ("assistant", answer.strip())))
         return self.render_messages(messages + (("user", question),), gen_prefix, open_reply)
 
-    def render_messages(self, messages: Messages, gen_prefix: str = "", open_reply: bool = False) -> Prompt:
+    def render_messages(self, messages: Messages, gen_prefix: str = "", open_reply: bool = False,
+                        tools: list[dict] | None = None) -> Prompt:
         """A conversation ending in a user turn, wrapped in the model's chat format (the server renders requests
-        with this too, so an endpoint sees the same tokens as an in-process run)."""
+        with this too, so an endpoint sees the same tokens as an in-process run), with `tools` (OpenAI-style) offered
+        as the model's tool format offers them."""
+        if tools:
+            return self._with_tools(messages, tools)
         prefix = gen_prefix.strip()
         # a thinking model's reply starts where its template says, in either mode: the prefix ends the user turn
         if (self.chat_api or self.reasons or self.reasoning in (Reasoning.always, Reasoning.hybrid)) and prefix:
@@ -132,6 +160,36 @@ class PromptRenderer:
         text += prefix
         ids = self.tokenizer(text, add_special_tokens=False).input_ids  # the template holds any BOS
         return Prompt(text=text, token_ids=tuple(ids), messages=messages, thinking=self._thinking_of(text))
+
+    def _with_tools(self, messages: Messages, tools: list[dict]) -> Prompt:
+        fmt = self.tool_format
+        if fmt is None:
+            raise UserError(f"tools need chat turns, and this model's prompts are {self.format}: use a chat model "
+                            f"(model.prompt_format=chat_template, chatglm3 or glm4)")
+        facts = {"tools": json.dumps(tools, ensure_ascii=False), "tool_format": str(fmt)}
+        # the tool system turn glm-eval writes: THUDM's native formats and BFCL's prompt; templates render tools=
+        native = self.format in (Format.chatglm3, Format.glm4)
+        own = system_turn(fmt, tools) if native or fmt == ToolFormat.python else None
+        turns = [{"role": r, "content": c} for r, c in messages]
+        if own is not None and fmt == ToolFormat.python and turns[0]["role"] == "system":
+            turns[0] = {"role": "system", "content": f"{own['content']}\n\n{turns[0]['content']}"}  # BFCL's merge
+        elif own is not None:
+            turns.insert(0, own)
+        if self.format == Format.messages:
+            text = "\n\n".join(f"[{t['role']}] {t['content']}" for t in turns) + f"\n\n[tools] {facts['tools']}"
+            return Prompt(text=text, messages=tuple((t["role"], t["content"]) for t in turns),
+                          thinking=self._thinking_of(text), **facts)
+        if self.format in (Format.chatglm3, Format.glm4):
+            ids = self.tokenizer.chat_ids(turns)
+            return Prompt(text=self.tokenizer.decode(ids), token_ids=tuple(ids), messages=messages, **facts)
+        if own is None and "tools" not in (self.tokenizer.chat_template or ""):
+            raise UserError(f"model.tool_format={fmt} offers tools through the chat template's tools=, which this "
+                            f"model's template ignores: set model.tool_format=python (BFCL's prompt) or auto")
+        text = self.tokenizer.apply_chat_template(turns, tools=None if own is not None else tools,
+                                                  add_generation_prompt=True, tokenize=False, **self.template_kwargs)
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        return Prompt(text=text, token_ids=tuple(ids), messages=tuple((t["role"], t["content"]) for t in turns),
+                      thinking=self._thinking_of(text), **facts)
 
     def truncate_middle(self, text: str) -> tuple[str, int]:
         """LongBench's truncation (pred.py): over max_input_length tokens, keep the first and the last
