@@ -102,8 +102,8 @@ class BFCL(Task):
             return None
         if any(bfcl.schema_problem(f) for f in functions) or not isinstance(answers, list) or \
                 (category != "irrelevance" and not answers) or \
-                not all(isinstance(a, dict) and len(a) == 1 and isinstance(next(iter(a.values())), dict)
-                        for a in answers):
+                not all(isinstance(a, dict) and len(a) == 1 and isinstance(params := next(iter(a.values())), dict)
+                        and all(isinstance(v, list) for v in params.values()) for a in answers):
             return None
         part = "live" if category.startswith("live") else \
             "irrelevance" if category == "irrelevance" and self.version == "v4" else "non_live"
@@ -123,7 +123,13 @@ class BFCL(Task):
         return self.generation_requests(doc, prompt, gen, [*self.cfg.stop, *stop])
 
     def score(self, answers: list[Response], record: dict) -> dict:
-        fmt, reply = record.get("tool_format", ToolFormat.python), answers[0]
+        try:
+            return self.verdict(answers[0], record)
+        except (TypeError, KeyError, AttributeError, ValueError) as e:  # an edited record: a failed check, no crash
+            return {"scoring_error": f"BFCL checker: {type(e).__name__}: {str(e)[:200]}"}
+
+    def verdict(self, reply: Response, record: dict) -> dict:
+        fmt = ToolFormat(record.get("tool_format", ToolFormat.python))  # an edited one: a scoring error
         functions, gold = record["functions"], record["gold"]
         if fmt != ToolFormat.python:
             functions, gold = bfcl.renamed(functions, gold)

@@ -182,6 +182,9 @@ def test_irrelevance_is_right_when_no_call_is_made_and_summaries_follow_bfcl(dat
     assert t.score([Response(text="None of the functions fits.")], record)["correct"] is True
     called = t.score([Response(text=f"[{doc['functions'][0]['name']}(weight=1.0, height=2.0)]")], record)
     assert called["correct"] is False and called["calls"]
+    for edited in ({"gold": 5, "bfcl_category": "simple"}, {"functions": "none"}, {"tool_format": "yaml"}):
+        verdict = t.score([Response(text="[f(x=1)]")], {**record, **edited})
+        assert "scoring_error" in verdict or verdict["correct"] is False, edited  # never an exception
     scores = {"simple": (3, 4), "multiple": (1, 2), "parallel": (2, 2), "parallel_multiple": (0, 2),
               "live_simple": (1, 1), "live_multiple": (1, 3), "live_parallel": (0, 1), "live_parallel_multiple": (1, 1),
               "irrelevance": (1, 2)}

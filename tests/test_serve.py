@@ -301,7 +301,7 @@ class EchoBackend:
 class CharRenderer:
     """One token per character."""
 
-    def render_messages(self, messages):
+    def render_messages(self, messages, tools=None):
         from glm_eval.core.protocol import Prompt
         text = "".join(c for _, c in messages)
         return Prompt(text, tuple(range(len(text))), messages)
