@@ -4,7 +4,6 @@ category (the gold call passes, each mutation fails for its own reason), the too
 templates, and bad data files. The real small model end to end (in process and through glm_eval.serve's OpenAI API
 with `tools`) is in test_serve.py, beside its server."""
 import json
-import time
 
 import pytest
 from tiny_glm import TEMPLATES
@@ -77,13 +76,11 @@ def test_huge_and_hostile_replies_are_wrong_answers_not_crashes():
                "<tool_call>get_weather\n" + "<arg_key>a</arg_key><arg_value>" * 50_000, "<tool_call>" * 100_000,
                "\n{" * 300_000, "[__import__('os').system('x')]", "[f(a=__import__('os'))]", "[f(a=9**9**9)]",
                '[{"function": 5}]', "null"]
-    start = time.monotonic()
-    for fmt in FORMATS:
+    for fmt in FORMATS:  # every scan is linear: these finish in a second (a quadratic one would hang here)
         for text in hostile:
             parsed = parse_calls(fmt, text, tools)
             assert isinstance(parsed.calls, list) and (parsed.problem or parsed.calls), (fmt, text[:40])
             assert all(isinstance(c["arguments"], dict) for c in parsed.calls)
-    assert time.monotonic() - start < 120  # linear-time parsing: not a timing claim, a hang guard
     assert parse_calls("glm45", 12345, tools).problem  # an edited record's output that is no string
 
 
