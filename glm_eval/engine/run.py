@@ -80,15 +80,15 @@ class LoadedModel:
     @cached_property
     def renderer(self) -> PromptRenderer:
         model = self.cfg.model
-        thinking = dict(thinking=model.thinking, reasoning=self.reasoning, prompt_prefix=model.prompt_prefix,
+        settings = dict(thinking=model.thinking, reasoning=self.reasoning, prompt_prefix=model.prompt_prefix,
                         tool_format=model.tool_format)
         if not self.remote:
             return PromptRenderer(self.source.load_tokenizer(), model.chat, model.prompt_format,
-                                  self.source.max_input_length(), **thinking)
+                                  self.source.max_input_length(), **settings)
         chat_api = model.backend == BackendKind.chatglm_api or model.endpoint.api == EndpointApi.chat
         source = self.tokenizer_source
         if source is None:
-            return PromptRenderer(None, None, Format.messages if chat_api else Format.raw, **thinking)
+            return PromptRenderer(None, None, Format.messages if chat_api else Format.raw, **settings)
         named = source.cfg  # a model config's prompt settings, unless this run sets its own
         chat = model.chat if model.chat is not None else named.chat
         prompt_format = model.prompt_format if model.prompt_format != PromptFormat.auto else named.prompt_format
@@ -101,8 +101,8 @@ class LoadedModel:
         if context and context > 500:  # as served (vLLM's max_model_len); a smaller one leaves no budget to use
             budget = context - 500
         if model.tool_format == ToolFormat.auto:  # the served model's own, as its prompt format
-            thinking["tool_format"] = named.tool_format
-        return PromptRenderer(tokenizer, chat, prompt_format, budget, chat_api=chat_api, **thinking)
+            settings["tool_format"] = named.tool_format
+        return PromptRenderer(tokenizer, chat, prompt_format, budget, chat_api=chat_api, **settings)
 
     @cached_property
     def reasoning(self) -> Reasoning | None:

@@ -89,8 +89,12 @@ class PromptRenderer:
             return ToolFormat.openai
         if self.format in (Format.chatglm3, Format.glm4):
             return ToolFormat(str(self.format))
-        return ToolFormat.hermes if "tools" in (getattr(self.tokenizer, "chat_template", None) or "") \
-            else ToolFormat.python
+        return ToolFormat.hermes if self.template_renders_tools else ToolFormat.python
+
+    @property
+    def template_renders_tools(self) -> bool:
+        """The chat template reads `tools=` (SmolLM2's, for one, ignores it)."""
+        return "tools" in (getattr(self.tokenizer, "chat_template", None) or "")
 
     def _switch(self, thinking: str) -> None:
         self.thinking = Thinking(thinking)
@@ -182,7 +186,7 @@ class PromptRenderer:
         if self.format in (Format.chatglm3, Format.glm4):
             ids = self.tokenizer.chat_ids(turns)
             return Prompt(text=self.tokenizer.decode(ids), token_ids=tuple(ids), messages=messages, **facts)
-        if own is None and "tools" not in (self.tokenizer.chat_template or ""):
+        if own is None and not self.template_renders_tools:
             raise UserError(f"model.tool_format={fmt} offers tools through the chat template's tools=, which this "
                             f"model's template ignores: set model.tool_format=python (BFCL's prompt) or auto")
         text = self.tokenizer.apply_chat_template(turns, tools=None if own is not None else tools,

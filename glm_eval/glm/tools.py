@@ -300,7 +300,7 @@ PARSERS = {ToolFormat.chatglm3: _parse_chatglm3, ToolFormat.glm4: _parse_glm4, T
 
 # ---- rendering -----------------------------------------------------------------------------------------------------
 def write_call(fmt: str, call: dict) -> str:
-    """One call as a reply in format `fmt` writes it (the parsers' inverse; tests and the server's history turns)."""
+    """One call as a reply in format `fmt` writes it: the parsers' inverse, which the round-trip tests build on."""
     name, arguments = call["name"], call.get("arguments") or {}
     fmt = ToolFormat(fmt)
     if fmt == ToolFormat.chatglm3:
