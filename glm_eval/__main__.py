@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from glm_eval.core import log
 from glm_eval.core.errors import UserError, describe
 from glm_eval.core.files import config_dir
-from glm_eval.engine.overrides import validate
+from glm_eval.engine.overrides import spelled_for_hydra, validate
 
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
@@ -50,6 +50,7 @@ def main() -> None:
         if "--multirun" in sys.argv or "-m" in sys.argv:
             from glm_eval.engine.sweep import fan_out_suite
             sys.argv = [sys.argv[0], *[a for a in sys.argv[1:] if a.startswith("-")], *fan_out_suite(overrides)]
+        sys.argv = [sys.argv[0], *spelled_for_hydra(sys.argv[1:])]  # judge=<name> is Hydra's model@judge=<name>
     except UserError as e:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank checks the same overrides: one line
             print(f"error: {e}", file=sys.stderr)

@@ -10,7 +10,8 @@ Protocol (zai-org/glm-simple-evals' evals/math_eval.py, which produced the GLM-4
 your answer inside \\boxed{}."; the answer is the last \\boxed{} of the reply (of its answer, after any reasoning);
 published as avg@32 with the model's sampling (gen.samples=32 gen.preset=model).
 Equivalence: the boxed text as an integer equals the gold integer ("025" is 25); a boxed expression that is no plain
-integer ("\\frac{50}{2}") goes to math-verify. glm-simple-evals asks a judge model when its rules fail: not here.
+integer ("\\frac{50}{2}") goes to math-verify. With judge=<model config>, a boxed answer the rules call wrong goes to
+the judge with simple-evals' equality prompt, as glm-simple-evals does (tasks/math.py).
 Averaging: per problem; several samples give avg@n as the headline (maj@k, pass@k and the spread beside it).
 """
 from __future__ import annotations
@@ -22,7 +23,9 @@ from pathlib import Path
 from glm_eval.core.files import file_sha256
 from glm_eval.core.protocol import Response
 from glm_eval.scoring.sampling import SamplesScoring
+from glm_eval.scoring.judging import JudgedStep
 from glm_eval.tasks.base import Task
+from glm_eval.tasks.math import equivalence_step
 
 INTEGER = re.compile(r"[+-]?\d+")
 
@@ -40,6 +43,10 @@ class AIME(Task):
     title = "AIME"
     samples_scoring = SamplesScoring.mean
     shot_choices = (0,)  # the protocol has no exemplars
+
+    @property
+    def judged(self) -> JudgedStep:
+        return equivalence_step(self.cfg.options)
 
     def local_rows(self, path: Path):
         if path.is_file():

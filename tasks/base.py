@@ -15,6 +15,7 @@ from glm_eval.core.config import GenConfig, ShotSampling, TaskConfig, decoding
 from glm_eval.core.errors import UserError, first_line
 from glm_eval.core.files import data_root, file_sha256, read_jsonl
 from glm_eval.core.protocol import GenerationRequest, Request, Response
+from glm_eval.scoring.judging import JudgedStep
 from glm_eval.scoring.sampling import SamplesScoring, combine
 
 
@@ -61,6 +62,7 @@ class Task:
     averaging = Averaging()  # micro
     samples_scoring: SamplesScoring | None = None  # how gen.samples > 1 is scored; None: the task refuses it
     metric = "accuracy"
+    scale = 100  # the grid and report show score × scale (a share as %; AlignBench's 1-10 rating as it is)
     multiple_choice = False
     record_fields: tuple[str, ...] = ("gold",)  # document fields copied into records: all that scoring reads
     limit_per_subject = False  # `limit=N`: the first N documents of each subject instead of the first N overall
@@ -69,6 +71,9 @@ class Task:
     counts_tokens = False  # its prompts are cut to a token budget, so an endpoint needs model.tokenizer
     # the verdict of a reply with no answer (cut off inside its reasoning): wrong, and the task never sees it
     no_answer: dict = {"extracted": None, "correct": False}
+    # what a judge model (judge=<model config>) may decide after the rules (scoring/judging.py); None: nothing
+    judged: JudgedStep | None = None
+    judge_required = False  # the judge is the metric (AlignBench): a run without judge= is refused
 
     def __init__(self, cfg: TaskConfig):
         self.cfg = cfg
@@ -211,10 +216,12 @@ class Task:
         run in parallel."""
         return [self.score(a, r) for a, r in zip(answers, records)]
 
-    def score_documents(self, answers: list[list[Response | None]], records: list[dict]) -> list[dict]:
-        """Verdict fields per document. A document with several samples has each scored on its own, then combined
-        as `samples_scoring` declares (avg@n, majority vote or pass@k: glm_eval/scoring/sampling.py). A None answer
-        is a reply that gave none (cut off inside its reasoning): `no_answer`, without asking the task."""
+    def score_documents(self, answers: list[list[Response | None]], records: list[dict], judge=None) -> list[dict]:
+        """Verdict fields per document. A document with several samples has each scored on its own, judged where
+        `judged` says and a judge is given (`judge(step, [(sample record, answer, verdict)])` updates the verdicts),
+        then combined as `samples_scoring` declares (avg@n, majority vote or pass@k: glm_eval/scoring/sampling.py).
+        A None answer is a reply that gave none (cut off inside its reasoning): `no_answer`, without asking the task
+        or the judge."""
         flat = [(d, j, [response]) for d, responses in enumerate(answers) for j, response in enumerate(responses)]
         live = [k for k, (_, _, a) in enumerate(flat) if a[0] is not None]
         verdicts = [dict(self.no_answer) for _ in flat]
@@ -222,6 +229,8 @@ class Task:
         sample_records = [{**records[flat[k][0]], "sample_index": flat[k][1]} for k in live]
         for k, verdict in zip(live, self.score_all([flat[k][2] for k in live], sample_records)):
             verdicts[k] = verdict
+        if judge is not None and self.judged is not None:
+            judge(self.judged, [(r, flat[k][2][0].text, verdicts[k]) for k, r in zip(live, sample_records)])
         if all(len(a) <= 1 for a in answers):
             return verdicts
         per_document: list[list[dict]] = [[] for _ in answers]

@@ -11,16 +11,24 @@ with `task.choice_scoring=`:
 
 Multi-answer questions (AGIEval jec-qa, part of gaokao-physics): in the logit modes a question counts as right when
 the best letter is one of its answers (lm-eval's rule); in generate mode the extracted letters must equal the set.
+
+A judge model reads the letter out of a generated reply where a task's rules find none (GPQA, MMLU-Pro: `letter_step`,
+glm-simple-evals' choice-extraction prompt).
 """
 from __future__ import annotations
 
 import csv
+import random
+import re
 from pathlib import Path
 
 from glm_eval.core.config import ChoiceScoring, GenConfig
 from glm_eval.core.protocol import LoglikelihoodRequest, Request, Response
 from glm_eval.core.files import file_sha256
+from glm_eval.scoring.judging import JudgedStep, JudgeWhen
 from glm_eval.tasks.base import Task
+
+TAIL = 1024  # glm-simple-evals reads only a reply's last 1,024 characters (GPQA)
 
 
 def options_block(options: list[str], letters: str) -> str:
@@ -104,3 +112,61 @@ class MultipleChoiceTask(Task):
         from glm_eval.scoring.answers import extract_choice
         chosen = extract_choice(answer.text, letters, multi=bool(record.get("multi")))
         return {"extracted": chosen, "correct": chosen == gold}
+
+
+# zai-org/glm-simple-evals @ db7fdc8 evals/common.py: CHOICE_EXTRACTION_TEMPLATE (its trailing spaces kept)
+CHOICE_EXTRACTION = """
+We have a multiple-choice question with several choices (in ## Question). We also have an answer to this question (in ## Answer). Please determine which choice is selected based on the answer and the choices in the question.
+
+## Question: 
+{question}
+
+## Answer: 
+{answer}
+
+Put the selected choice in the format of the following example: 
+
+<CHOICE>: <your answer>
+
+Example:
+<CHOICE>: A
+<CHOICE>: B
+<CHOICE>: C
+<CHOICE>: D
+"""
+BOXED = (re.compile(r"\\box\{([^{}]*(?:\{[^{}]*\})*[^{}]*)\}"), re.compile(r"\\boxed\{([^{}]*(?:\{[^{}]*\})*[^{}]*)\}"))
+
+
+def answer_lines(reply: str) -> str:
+    """What glm-simple-evals shows its judge of a reply: the last 5 non-empty lines, or the last \\boxed{} in them."""
+    text = "\n".join([line for line in reply.strip().split("\n") if line.strip()][-5:])
+    if "\\box" in text:
+        for pattern in BOXED:
+            if found := pattern.findall(text):
+                return found[-1].strip()
+    return text
+
+
+def letter_step(question_of, letters_of, options, vote_of=None) -> JudgedStep:
+    """The judge's letter extraction: `question_of(record)` is the question as the model saw it (the user turn),
+    `letters_of(record)` its options' letters, `vote_of(record, letter)` what the letter votes for where samples
+    show the options in different orders (GPQA)."""
+    always, guess = bool(options.get("judge_all", False)), bool(options.get("guess", False))
+
+    def ask(record: dict, answer: str, verdict: dict) -> list[tuple[str, str]]:
+        return [("user", CHOICE_EXTRACTION.format(question=question_of(record), answer=answer_lines(answer[-TAIL:])))]
+
+    def read(reply: str, record: dict, verdict: dict) -> dict | None:
+        gold = verdict.get("gold", record["gold"])
+        letters = letters_of(record)
+        letter = reply.replace("<CHOICE>: ", "").strip()[:1]
+        guessed = not (letter and letter in letters)
+        if guessed and not guess:
+            return None
+        if guessed:
+            letter = random.Random(f"guess:{record['doc_id']}:{record.get('sample_index', 0)}").choice(letters)
+        return {"extracted": letter, "correct": letter == gold, **({"guessed": True} if guessed else {}),
+                **({"vote": vote_of(record, letter)} if vote_of else {})}
+
+    return JudgedStep("letter", f"glm-simple-evals-choice-1{'/guess' if guess else ''}",
+                      JudgeWhen.always if always else JudgeWhen.no_answer, ask, read, max_new_tokens=1024)

@@ -15,9 +15,12 @@ Option order: the correct answer is always its own column, so the four are shuff
   compare question by question.
   =simple-evals: simple-evals' (and glm-simple-evals') own draws, one random.Random(0) over the file's rows repeated
   n times (sample k of row i takes draw k·198 + i), to reproduce a published run's prompts exactly.
-Not done: glm-simple-evals' published recipe (--auto_extract_answer) sends the bare question and lets
-Llama-3.1-70B pick the letter from the reply's last lines, guessing at random when it cannot; here the rule alone
-decides and no answer is wrong.
+Judge (judge=<model config>): a reply with no ANSWER line goes to the judge with glm-simple-evals' choice-extraction
+prompt (common.py: the question, the reply's last 5 non-empty lines of its last 1,024 characters, or their last
+\\boxed{}); its "<CHOICE>: X" reply gives the letter. A judge that names no letter leaves the answer wrong, counted
+(judge.unreadable). protocol=glm-simple-evals reproduces their published recipe (--auto_extract_answer): the bare
+question (QUERY_TEMPLATE_RAW), every reply read by the judge (options.judge_all), and a random letter where it names
+none (options.guess: seeded here per question and sample, and marked `guessed`).
 Averaging: micro over all samples of all questions (avg@n), per high-level domain beside it.
 """
 from __future__ import annotations
@@ -30,19 +33,20 @@ from pathlib import Path
 from glm_eval.core.errors import UserError, first_line
 from glm_eval.core.files import file_sha256
 from glm_eval.core.protocol import Response
+from glm_eval.scoring.judging import JudgedStep
 from glm_eval.scoring.sampling import SamplesScoring
 from glm_eval.tasks.base import Task
+from glm_eval.tasks.choice import TAIL, letter_step
 
 COLUMNS = ("Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
 ANSWER = re.compile(r"(?i)ANSWER\s*:\s*([A-D])")
-TAIL = 1024  # glm-simple-evals reads only the reply's last 1,024 characters
 
 
 class GPQA(Task):
     title = "GPQA-Diamond"
     samples_scoring = SamplesScoring.mean
     shot_choices = (0,)
-    record_fields = ("gold", "record_id", "row", "rows")
+    record_fields = ("gold", "record_id", "row", "rows", "question", "options")
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -82,13 +86,19 @@ class GPQA(Task):
             return draws[sample * record["rows"] + record["row"]]
         return random.Random(f"gpqa:{record['record_id']}:{sample}").sample(range(4), 4)
 
+    @property
+    def judged(self) -> JudgedStep:
+        def vote(record: dict, letter: str) -> str:  # the column a letter names in this sample's order
+            return COLUMNS[self.permutation(record, record.get("sample_index", 0))["ABCD".index(letter)]]
+        return letter_step(lambda r: self.question(r, r.get("sample_index", 0)), lambda r: "ABCD", self.cfg.options,
+                           vote)
+
+    def question(self, doc: dict, sample: int) -> str:
+        options = {letter: doc["options"][column] for letter, column in zip("ABCD", self.permutation(doc, sample))}
+        return self.cfg.template.format(question=doc["question"], **options)
+
     def requests(self, doc: dict, shots: list[dict], renderer, gen, stop: list[str]):
-        prompts = []
-        for k in range(gen.samples or 1):
-            order = self.permutation(doc, k)
-            options = {letter: doc["options"][column] for letter, column in zip("ABCD", order)}
-            prompts.append(renderer.render([], self.cfg.template.format(question=doc["question"], **options),
-                                           self.cfg.gen_prefix))
+        prompts = [renderer.render([], self.question(doc, k), self.cfg.gen_prefix) for k in range(gen.samples or 1)]
         return self.generation_requests(doc, prompts, gen, [*self.cfg.stop, *stop])
 
     def extract(self, output: str) -> str | None:

@@ -15,6 +15,9 @@ Protocol, by the kind of model (task.options.form=auto; or chat / cot):
 Extraction (both scripts): the first "answer is (X)", else the last "answer: X" of the first line having one, else
 the last standalone letter A-J. Neither shortens a long prompt here (TIGER-AI-Lab drops exemplars past 2,048 tokens).
 No answer is wrong: TIGER-AI-Lab's scripts count a random guess instead (seed 12345), glm-simple-evals scores 0.
+Judge (judge=<model config>): a reply from which the three patterns read no letter goes to the judge with
+glm-simple-evals' choice-extraction prompt, as GPQA's does (tasks/choice.py); glm-simple-evals itself judges no
+MMLU-Pro reply, so its protocol preset asks none (task.options.judge=false).
 Averaging: micro over all questions (both scripts), per category beside it.
 """
 from __future__ import annotations
@@ -25,8 +28,10 @@ from pathlib import Path
 from glm_eval.core.errors import UserError
 from glm_eval.core.files import file_sha256
 from glm_eval.core.protocol import Response
+from glm_eval.scoring.judging import JudgedStep
 from glm_eval.scoring.sampling import SamplesScoring
 from glm_eval.tasks.base import Task
+from glm_eval.tasks.choice import letter_step
 
 LETTERS = "ABCDEFGHIJ"
 CHAT_HEADER = ("The following are multiple choice questions (with answers) about {}. Think step by step and then "
@@ -60,7 +65,7 @@ class MMLUPro(Task):
     title = "MMLU-Pro"
     samples_scoring = SamplesScoring.mean
     shot_choices = None  # the cot form's exemplars: the category's first k of the validation split (k ≤ 5)
-    record_fields = ("gold", "letters")
+    record_fields = ("gold", "letters", "question", "options")
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -98,11 +103,20 @@ class MMLUPro(Task):
             self.cfg.options["form"] = "cot" if renderer.format == "raw" else "chat"
         return self.cfg.options["form"]
 
+    @property
+    def judged(self) -> JudgedStep | None:
+        if not self.cfg.options.get("judge", True):
+            return None
+        return letter_step(self.chat_question, lambda r: r["letters"], self.cfg.options)
+
+    def chat_question(self, doc: dict) -> str:
+        options = "".join(f"{letter}. {option}\n" for letter, option in zip(LETTERS, doc["options"]))
+        return CHAT_HEADER.format(doc["subject"]) + f"Question: {doc['question']}\nOptions: {options}"
+
     def requests(self, doc: dict, shots: list[dict], renderer, gen, stop: list[str]):
         if self.form(renderer) == "chat":
-            options = "".join(f"{letter}. {option}\n" for letter, option in zip(LETTERS, doc["options"]))
-            text = CHAT_HEADER.format(doc["subject"]) + f"Question: {doc['question']}\nOptions: {options}"
-            return self.generation_requests(doc, renderer.render([], text), gen, [*self.cfg.stop, *stop])
+            return self.generation_requests(doc, renderer.render([], self.chat_question(doc)), gen,
+                                            [*self.cfg.stop, *stop])
         text = (COT_HEADER.format(doc["subject"]) + "".join(cot_example(s, True) for s in shots)
                 + cot_example(doc, False))
         return self.generation_requests(doc, renderer.render([], text), gen, ["Question:", *self.cfg.stop, *stop])

@@ -64,11 +64,11 @@ def run_eval(*overrides: str):
     from hydra import compose, initialize_config_dir
 
     from glm_eval.core.files import config_dir
-    from glm_eval.engine.overrides import validate
+    from glm_eval.engine.overrides import spelled_for_hydra, validate
     from glm_eval.engine.run import evaluate
     validate(list(overrides))
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return evaluate(compose("config", overrides=list(overrides)))
+        return evaluate(compose("config", overrides=spelled_for_hydra(list(overrides))))
 
 
 def run_command(main, *args):

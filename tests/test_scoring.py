@@ -13,7 +13,7 @@ from glm_eval.scoring.sampling import SamplesScoring, combine, majority, pass_at
 
 def task(over="micro", samples_scoring=None):
     return SimpleNamespace(cfg=SimpleNamespace(name="t"), metric="accuracy", averaging=Averaging(Average(over)),
-                           samples_scoring=samples_scoring, aggregate=lambda records: {})
+                           samples_scoring=samples_scoring, aggregate=lambda records: {}, scale=100, judged=None)
 
 
 def test_failed_requests_are_excluded_from_the_score():

@@ -120,6 +120,50 @@ def test_bfcl_through_the_servers_tools_api_equals_in_process(server, tmp_path, 
         assert [json.loads(line) for line in open(folder / "samples.jsonl")] == before
 
 
+def test_the_real_model_served_as_the_judge(server, tmp_path, data_dir):
+    """SmolLM2 behind glm_eval.serve judges MATH-500 (equivalence, after the rules) and AlignBench (a rating): every
+    judged verdict and the metrics follow from the records; a finished run is judged later by rescore."""
+    from conftest import run_command
+
+    from glm_eval.core.averaging import summarize
+    from glm_eval.engine.rescore import main as rescore
+    from glm_eval.tasks.alignbench import AlignBench
+    judge = ["judge=openai_api", f"judge.endpoint.url={server}/v1", "judge.max_new_tokens=24"]
+    math = ["task=math500", "limit=4", "gen.max_new_tokens=64", "model=smollm2-135m-instruct"]
+    records, metrics = run_records(tmp_path, data_dir, "math", *math, *judge, "judge.audit=1")
+    asked = [r for r in records if "judge" in r]
+    assert asked == [r for r in records if r["extracted"] is not None and not r["rule"]["correct"]]
+    assert all("reply" in r["judge"] for r in asked) and metrics["judge"]["failed"] == 0
+    assert metrics["judge"]["asked"] == len(asked) > 0
+    assert metrics["judge"]["rule_score"] == sum(bool((r.get("rule") or r)["correct"]) for r in records) / 4
+    assert metrics["score"] == metrics["judge"]["cascade_score"] == sum(r["correct"] for r in records) / 4
+
+    # AlignBench: one real question of a reasoning and one of a language category (each judge prompt is ~2K tokens
+    # for SmolLM2's tokenizer), THUDM's config beside them
+    subset = tmp_path / "data" / "alignbench"
+    subset.mkdir(parents=True)
+    (subset / "config").symlink_to(data_dir / "alignbench" / "config")
+    rows = [json.loads(line) for line in open(data_dir / "alignbench/data_v1.1_release.jsonl", encoding="utf-8")]
+    picked = [next(r for r in rows if r["category"] == c) for c in ("数学计算", "专业能力")]
+    (subset / "data_v1.1_release.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in picked),
+                                                    encoding="utf-8")
+    records, metrics = run_records(tmp_path, tmp_path / "data", "alignbench", "task=alignbench",
+                                   "gen.max_new_tokens=32", "model=smollm2-135m-instruct", *judge)
+    assert len(records) == 2 and all("reply" in r["judge"] for r in records)
+    scored = [r for r in records if "score" in r]
+    assert all(r["score"] == -1 or 1 <= r["score"] <= 10 for r in scored) and metrics["n"] == len(scored)
+    thudm = summarize([r["score"] for r in scored], [r["subject"] for r in scored], [r["category"] for r in scored],
+                      AlignBench.averaging)  # categories' means, then 中文推理 and 中文语言, then their mean
+    assert metrics["score"] == pytest.approx(thudm["score"])
+
+    run_records(tmp_path, data_dir, "later", *math)
+    [folder] = (tmp_path / "later").glob("*/math500")
+    assert run_command(rescore, folder, *judge).returncode == 0
+    later = json.loads((folder / "metrics.json").read_text())
+    judged = [json.loads(line) for line in open(folder / "samples.jsonl", encoding="utf-8")]
+    assert later["judge"]["asked"] == sum("judge" in r for r in judged) > 0 and later["judge"]["failed"] == 0
+
+
 def test_completions_take_token_ids_that_name_tokens(server):
     def complete(prompt):
         return httpx.post(f"{server}/v1/completions", timeout=60, json={"prompt": prompt, "max_tokens": 3})

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from glm_eval.analysis.grid import find_run_dirs
+from glm_eval.analysis.grid import find_run_dirs, scale
 from glm_eval.core.averaging import Averaging, category_names, is_scored, record_value, stderr_of_weighted_means
 from glm_eval.core.cli import parse_args, whole_number
 from glm_eval.core.errors import UserError
@@ -221,8 +221,9 @@ def pair(reference: Run, other: Run) -> Pairing:
 
 
 def compare_scope(p: Pairing, select: np.ndarray, averaging: Averaging, binary: bool, resamples: int,
-                  seed: int) -> dict:
-    """Scores, Δ, CI, p and flips over the selected documents of a pairing."""
+                  seed: int, shown: float = 100) -> dict:
+    """Scores, Δ, CI, p and flips over the selected documents of a pairing, scores and Δ × `shown` (100: a share as
+    %; 1: AlignBench's rating as it is)."""
     a, b = p.reference[select], p.other[select]
     groups = strata([p.subjects[i] for i in select], averaging, [p.categories[i] for i in select])
     rng = np.random.default_rng(seed)
@@ -234,9 +235,9 @@ def compare_scope(p: Pairing, select: np.ndarray, averaging: Averaging, binary: 
     else:
         p_value, test = permutation_p(a, b, groups, resamples, seed), "paired permutation"
     reference_score, score = weighted_score(a, groups, averaging), weighted_score(b, groups, averaging)
-    return {"n": int(len(select)), "reference_score": 100 * reference_score, "score": 100 * score,
-            "delta": 100 * (score - reference_score if averaging.subject_decimals else weighted_mean(b - a, groups)),
-            "ci_low": 100 * low, "ci_high": 100 * high, "p": p_value, "test": test,
+    return {"n": int(len(select)), "reference_score": shown * reference_score, "score": shown * score,
+            "delta": shown * (score - reference_score if averaging.subject_decimals else weighted_mean(b - a, groups)),
+            "ci_low": shown * low, "ci_high": shown * high, "p": p_value, "test": test,
             "worse": len(worse), "better": len(better), "worse_ids": worse, "better_ids": better}
 
 
@@ -254,20 +255,21 @@ def compare_pair(reference: Run, other: Run, resamples: int, seed: int) -> tuple
     p = pair(reference, other)
     averaging = Averaging.from_metrics(reference.metrics)
     binary = reference.binary and other.binary
+    shown = scale(reference.metrics)
     if not p.ids:
         return [], p
     rows = [{"scope": "overall", "group": "",
-             **compare_scope(p, np.arange(len(p.ids)), averaging, binary, resamples, seed)}]
+             **compare_scope(p, np.arange(len(p.ids)), averaging, binary, resamples, seed, shown)}]
     for name, select in category_members(p.categories).items():
         rows.append({"scope": "category", "group": name,
-                     **compare_scope(p, select, averaging.within_category, binary, resamples, seed)})
+                     **compare_scope(p, select, averaging.within_category, binary, resamples, seed, shown)})
     subject_names = sorted({s for s in p.subjects if s is not None})
     if len(subject_names) > 1:
         for name in subject_names:
             select = np.array([i for i, s in enumerate(p.subjects) if s == name])
             rows.append({"scope": "subject", "group": name,
                          **compare_scope(p, select, Averaging(subject_decimals=averaging.subject_decimals), binary,
-                                         resamples, seed)})
+                                         resamples, seed, shown)})
     return rows, p
 
 

@@ -12,7 +12,7 @@ from glm_eval.core.files import write_atomic, write_json
 COLUMNS = {"gsm8k": "GSM8K", "math": "MATH", "math500": "MATH-500", "bbh": "BBH", "mmlu": "MMLU", "ceval": "C-Eval",
            "cmmlu": "CMMLU", "mbpp": "MBPP", "agieval": "AGIEval", "humaneval": "HumanEval", "longbench": "LongBench",
            "longbench_e": "LongBench-E", "mmlu_pro": "MMLU-Pro", "aime24": "AIME24", "aime25": "AIME25",
-           "gpqa_diamond": "GPQA", "ifeval": "IFEval", "bfcl": "BFCL AST",
+           "gpqa_diamond": "GPQA", "ifeval": "IFEval", "bfcl": "BFCL AST", "alignbench": "AlignBench",
            # published BFCL overalls average multi-turn (and v4 agentic) parts glm-eval does not run: their own column,
            # never a Δ against a BFCL AST run
            "bfcl_overall": "BFCL overall (incl. multi-turn)"}
@@ -93,6 +93,7 @@ def _unusable(m: dict) -> str | None:
 
 
 CUT_OFF = " cut-off %"  # the column beside a reasoning score: the share of replies cut off inside their reasoning
+JUDGE = " judge"  # beside a judged score: the judge model that produced it (another judge's number is not comparable)
 SPREAD = " ±"  # beside an avg@n score: its spread across the n seeds (grid.md writes it into the score's cell)
 
 
@@ -108,12 +109,22 @@ def cut_off_share(metrics: dict) -> float | None:
     return 100 * share if isinstance(share, (int, float)) and not isinstance(share, bool) else None
 
 
+def scale(metrics: dict) -> float:
+    """What a run's score is multiplied by where shown: 100 (a share as %), or its task's own (AlignBench: 1)."""
+    return _number(metrics.get("scale")) or 100
+
+
 def collect(runs: list[dict]) -> pd.DataFrame:
-    rows = [{"model": m["model"], "task": m["task"], "score": 100 * m["score"], "cut_off": cut_off_share(m),
+    rows = [{"model": m["model"], "task": m["task"], "score": scale(m) * m["score"], "cut_off": cut_off_share(m),
              "spread": 100 * spread if (spread := _number(m.get("spread"))) is not None else None,
-             "finished_at": m.get("finished_at", "")}
+             "judge": judge_of(m), "finished_at": m.get("finished_at", "")}
             for m in runs if isinstance(m.get("score"), (int, float))]
-    return pd.DataFrame(rows, columns=["model", "task", "score", "cut_off", "spread", "finished_at"])
+    return pd.DataFrame(rows, columns=["model", "task", "score", "cut_off", "spread", "judge", "finished_at"])
+
+
+def judge_of(metrics: dict) -> str | None:
+    block = metrics.get("judge")
+    return str(block.get("model")) if isinstance(block, dict) and block.get("model") is not None else None
 
 
 def published_rows(results_dir: Path, fallback: dict | None = None) -> tuple[pd.DataFrame, str | None]:
@@ -154,7 +165,7 @@ def build_grid(results_dir: Path, all_runs: list[dict], fallback_published: dict
     runs = collect(all_runs).sort_values("finished_at").drop_duplicates(["model", "task"], keep="last")
     grid = runs.pivot(index="model", columns="task", values="score") if len(runs) else pd.DataFrame()
     beside = {}  # suffix → (model × task) values shown beside a task's score
-    for suffix, column in ((SPREAD, "spread"), (CUT_OFF, "cut_off")):
+    for suffix, column in ((SPREAD, "spread"), (CUT_OFF, "cut_off"), (JUDGE, "judge")):
         found = runs.dropna(subset=[column])
         beside[suffix] = found.pivot(index="model", columns="task", values=column) if len(found) else pd.DataFrame()
     published, reference = published_rows(results_dir, fallback_published)
@@ -173,7 +184,8 @@ def build_grid(results_dir: Path, all_runs: list[dict], fallback_published: dict
     order, names = [], dict(COLUMNS)
     for task in known + sorted(set(grid.columns) - set(known)):
         order.append(task)
-        for suffix, values in beside.items():  # how much an avg@n moves by seed; how many replies never answered
+        for suffix, values in beside.items():  # how much an avg@n moves by seed; how many replies never answered;
+            # which judge graded it
             if task in values.columns:
                 grid[task + suffix] = values[task]
                 order.append(task + suffix)

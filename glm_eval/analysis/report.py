@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from glm_eval.analysis.compare import (Comparison, Run, category_members, compare, find_runs, flip_names, fmt, fmt_p,
                                        strata, weighted_score, weighted_stderr)
-from glm_eval.analysis.grid import build_grid, cut_off_share
+from glm_eval.analysis.grid import build_grid, cut_off_share, scale
 from glm_eval.core.averaging import Averaging, is_scored, record_value
 from glm_eval.core.cli import parse_args, whole_number
 from glm_eval.core.errors import UserError
@@ -138,12 +138,12 @@ def write_run_page(run: Run, out: Path) -> None:
                                             encoding="utf-8")
     m = run.metrics
     summary = (f"{esc(m.get('metric', 'score'))} ({esc(m.get('average', 'micro'))}) "
-               f"<b>{fmt(100 * m['score']) if isinstance(m.get('score'), (int, float)) else '-'}</b>, "
+               f"<b>{fmt(scale(m) * m['score']) if isinstance(m.get('score'), (int, float)) else '-'}</b>, "
                f"n = {esc(m.get('n', '-'))}, failed = {esc(m.get('failed', 0))} · {esc(run.path)}")
     unreadable = (f'<p class="muted">{data["unreadable"]} unreadable lines in samples.jsonl are not shown.</p>'
                   if data["unreadable"] else "")
     body = (f'<nav><a href="../index.html">← report</a></nav><h1>{esc(run.label)} · {esc(run.task)}</h1>'
-            f'<p class="muted">{summary}</p>{unreadable}'
+            f'<p class="muted">{summary}</p>{unreadable}{judge_html(run, name)}'
             '<div class="controls"><select id="status" aria-label="verdict"></select>'
             '<select id="subject" aria-label="subject"></select>'
             '<input id="search" type="search" placeholder="search prompt, output, answers; #12 for document 12">'
@@ -152,6 +152,42 @@ def write_run_page(run: Run, out: Path) -> None:
     (out / "runs" / f"{name}.html").write_text(
         page(f"{run.label} · {run.task}", body, depth=1, scripts=(f"{name}.js", "../assets/viewer.js")),
         encoding="utf-8")
+
+
+JUDGED_SHOWN = 200  # verdicts the judge changed, listed on a run's page
+
+
+def judge_html(run: Run, name: str) -> str:
+    """What the judge did (metrics' `judge` block) and, side by side, each verdict it changed: the rules' answer and
+    verdict, the judge's reply, the verdict that counts."""
+    block = run.metrics.get("judge")
+    if not isinstance(block, dict):
+        return ""
+    changed = block.get("changed") or {}
+    audit = block.get("audit") or {}
+    facts = (f"judge <b>{esc(block.get('model'))}</b> ({esc(block.get('step'))}, prompt "
+             f"{esc(block.get('prompt_version'))}): asked {esc(block.get('asked'))}, "
+             f"failed {esc(block.get('failed'))}, "
+             f"unreadable {esc(block.get('unreadable'))}")
+    if "rule_score" in block:
+        facts += (f"; rules alone {fmt(scale(run.metrics) * block['rule_score'])}, with the judge "
+                  f"{fmt(scale(run.metrics) * block['cascade_score'])} (wrong → right "
+                  f"{esc(changed.get('wrong_to_right'))}, right → wrong {esc(changed.get('right_to_wrong'))})")
+    if audit:
+        facts += f"; audit: agreed with the rules on {esc(audit.get('agreed'))} of {esc(audit.get('answered'))}"
+    rows = []
+    for record in run.rows:
+        for j, unit in enumerate(record.get("samples") or [record]):
+            rule, judged = unit.get("rule"), unit.get("judge")
+            if isinstance(rule, dict) and isinstance(judged, dict) and rule.get("correct") != unit.get("correct"):
+                doc = f'<a href="{esc(name)}.html#id={esc(record.get("doc_id"))}">{esc(record.get("doc_id"))}</a>'
+                rows.append([doc + (f" · {j}" if "samples" in record else ""), esc(as_text(rule.get("extracted"))),
+                             esc(rule.get("correct")), esc(as_text(record.get("gold"))),
+                             esc(str(judged.get("reply", ""))[:300]), esc(unit.get("correct"))])
+    listed = table(["document", "rules' answer", "rules' verdict", "gold", "judge's reply", "verdict"],
+                   rows[:JUDGED_SHOWN], raw=True) if rows else "<p class='muted'>The judge changed no verdict.</p>"
+    more = f"<p class='muted'>{len(rows) - JUDGED_SHOWN} more not listed.</p>" if len(rows) > JUDGED_SHOWN else ""
+    return f"<h2>Judge</h2><p class='muted'>{facts}</p>{listed}{more}"
 
 
 # ---- index: grid, runs, plots, comparisons ----------------------------------------------------------------------
@@ -167,7 +203,7 @@ def grid_html(root: Path, runs: list[Run]) -> str:
         delta = str(name).startswith("Δ ")
         cells = []
         for v in values:
-            text = "-" if pd.isna(v) else (f"{v:+.1f}" if delta else f"{v:.1f}")
+            text = "-" if pd.isna(v) else esc(v) if isinstance(v, str) else (f"{v:+.1f}" if delta else f"{v:.1f}")
             direction = "" if not delta or pd.isna(v) or v == 0 else (' class="up"' if v > 0 else ' class="down"')
             cells.append(f"<span{direction}>{text}</span>" if direction else text)
         rows.append([esc(name), *cells])
@@ -183,7 +219,7 @@ def runs_html(runs: list[Run]) -> str:
         stderr = m.get("stderr") if isinstance(m.get("stderr"), (int, float)) else float("nan")
         cut = cut_off_share(m)
         rows.append([f'<a href="runs/{esc(slug(run))}.html">{esc(run.label)}</a>', esc(run.task),
-                     esc(m.get("metric", "")), f"{fmt(100 * score)} ± {fmt(196 * stderr)}",
+                     esc(m.get("metric", "")), f"{fmt(scale(m) * score)} ± {fmt(1.96 * scale(m) * stderr)}",
                      "-" if cut is None else f"{cut:.1f}%", esc(m.get("n", "-")), esc(m.get("failed", 0)),
                      esc(m.get("finished_at", ""))])
     return table(["run", "task", "metric", "score ± 95%", "cut off in reasoning", "n", "failed", "finished"], rows,
@@ -238,15 +274,17 @@ def comparison_html(c: Comparison) -> str:
 
 
 def category_scores(run: Run) -> dict[str, tuple[float, float]]:
-    """Per category: (score, 95% half-width) ×100 from the records, averaged as the task averages a category."""
+    """Per category: (score, 95% half-width) ×100 (a rating as it is) from the records, averaged as the task averages
+    a category."""
     records = list(run.records.values())
     values = np.array([record_value(r) for r in records], dtype=float)
     within = Averaging.from_metrics(run.metrics).within_category
     out = {}
     for name, select in category_members([r.get("category") for r in records]).items():
         groups = strata([records[i].get("subject") for i in select], within, [])
-        out[name] = (100 * weighted_score(values[select], groups, within),
-                     196 * weighted_stderr(values[select], groups))
+        shown = scale(run.metrics)  # ×100, or a rating as it is
+        out[name] = (shown * weighted_score(values[select], groups, within),
+                     1.96 * shown * weighted_stderr(values[select], groups))
     return out
 
 
@@ -318,7 +356,7 @@ def plots(runs: list[Run], out: Path) -> list[tuple[str, str]]:
         m = run.metrics
         if isinstance(m.get("score"), (int, float)):
             stderr = m.get("stderr") if isinstance(m.get("stderr"), (int, float)) else float("nan")
-            series.setdefault(run.label, {})[run.task] = (100 * m["score"], 196 * stderr)
+            series.setdefault(run.label, {})[run.task] = (scale(m) * m["score"], 1.96 * scale(m) * stderr)
     if series:
         bar_chart(out / "plots" / "tasks.png", "Score per task (error bars: 95%)", tasks, dict(sorted(series.items())),
                   colors)

@@ -83,6 +83,13 @@ class GenPreset(StrEnum):
     model = "model"  # the model card's sampling (model.sampling) for every gen.* left unset
 
 
+# Whose published settings a run takes (prompts, samples, budgets, judge behaviour) where a task has several:
+#   default           each task's own config (configs/task/)
+#   glm-simple-evals  zai-org/glm-simple-evals, behind the GLM-4.5+ tables (the `protocols` block of a task's config)
+# (the functional form: OmegaConf matches members by name, and this one is spelled as its project spells it)
+Protocol = StrEnum("Protocol", {"default": "default", "glm-simple-evals": "glm-simple-evals"})
+
+
 class ChoiceScoring(StrEnum):
     logits = "logits"  # next-token logits of the letters after the answer cue (THUDM's C-Eval script)
     loglik = "loglik"  # log-likelihood of " A"… after the shared context (lm-eval)
@@ -225,6 +232,8 @@ class TaskConfig:
     samples: int = field(default=1, metadata=at_least(1))
     preset: GenPreset = GenPreset.none
     options: dict[str, Any] = field(default_factory=dict)  # task-specific knobs
+    # protocol=<name> (EvalConfig.protocol): {task: {…}, gen: {…}} settings that reproduce that protocol's runs
+    protocols: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -272,6 +281,15 @@ class SuiteConfig:
 
 
 @dataclass
+class JudgingConfig:
+    """How the judge (judge=<model config>) is used; the judge model itself is `judge.*`."""
+    # ask the judge also about N verdicts the rules were sure of, to estimate how often the judge itself errs
+    audit: int = field(default=0, metadata=at_least(0))
+    # the judge's reply budget per question (AlignBench's explanations run long; a yes/no takes a few tokens)
+    max_new_tokens: Optional[int] = field(default=None, metadata=at_least(1))
+
+
+@dataclass
 class EvalConfig:
     task: TaskConfig = MISSING
     model: ModelConfig = MISSING
@@ -288,6 +306,11 @@ class EvalConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)
     gen: GenConfig = field(default_factory=GenConfig)
     suite: Optional[SuiteConfig] = None  # suite=<name>: run its tasks instead of `task`
+    # judge=<model config>: a second model that checks answers where a task declares a judged step (rule first,
+    # judge second), or grades them (AlignBench); judge.* overrides its fields like model.*
+    judge: Optional[ModelConfig] = None
+    judging: JudgingConfig = field(default_factory=JudgingConfig)
+    protocol: Protocol = Protocol.default
 
 
 def check_bounds(cfg, schema: type = EvalConfig, prefix: str = "") -> None:
@@ -296,8 +319,8 @@ def check_bounds(cfg, schema: type = EvalConfig, prefix: str = "") -> None:
         value = getattr(cfg, f.name, None)
         if value is None:
             continue
-        kind = {"task": TaskConfig, "model": ModelConfig, "endpoint": EndpointConfig, "suite": SuiteConfig,
-                "sampling": SamplingPreset}.get(
+        kind = {"task": TaskConfig, "model": ModelConfig, "judge": ModelConfig, "endpoint": EndpointConfig,
+                "suite": SuiteConfig, "sampling": SamplingPreset}.get(
             f.name) or (f.default_factory if callable(f.default_factory) else None)
         if is_dataclass(kind):
             check_bounds(value, kind, f"{prefix}{f.name}.")

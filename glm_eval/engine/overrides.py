@@ -14,7 +14,10 @@ from glm_eval.core.config import EvalConfig, ModelConfig, TaskConfig, check_boun
 from glm_eval.core.errors import UserError, first_line
 from glm_eval.core.files import config_dir
 
-GROUPS = ("task", "model", "suite")
+GROUPS = {"task": "task", "model": "model", "suite": "suite", "judge": "model"}  # option → its config folder
+# what a user writes → what Hydra composes: the judge is a model config placed at `judge` (Hydra's package syntax),
+# and judge.audit is the judging's (judge.* being the judge model's own fields)
+ALIASES = {"judge": "model@judge", "judge.audit": "judging.audit", "judge.max_new_tokens": "judging.max_new_tokens"}
 
 OmegaConf.register_new_resolver("basename", lambda path: str(path).rstrip("/").rsplit("/", 1)[-1], replace=True)
 register()
@@ -35,6 +38,16 @@ def describe_choices(group: str) -> str:
     return ", ".join(sorted(top + [f"{folder}/{{{'|'.join(leaves)}}}" for folder, leaves in folders.items()]))
 
 
+def spelled_for_hydra(overrides: list[str]) -> list[str]:
+    """The overrides with ALIASES' keys renamed (a sweep or a + prefix kept)."""
+    renamed = []
+    for override in overrides:
+        prefix = override[:len(override) - len(override.lstrip("+~"))]
+        key, eq, value = override[len(prefix):].partition("=")
+        renamed.append(f"{prefix}{ALIASES.get(key, key)}{eq}{value}" if eq or prefix == "~" else override)
+    return renamed
+
+
 def validate(overrides: list[str]) -> None:
     """Raise UserError for an unknown task/model, an unknown key, a badly typed value, a value outside its enum or
     its bounds, or a missing mandatory value. A sweep (a,b) is checked value by value for groups, and with its
@@ -48,11 +61,12 @@ def validate(overrides: list[str]) -> None:
     for o in parsed:
         key = o.get_key_element()
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        key = {"model@judge": "judge"}.get(key, key)
         if key in GROUPS:
             for value in values:
-                if value not in choices(key):
-                    raise UserError(f"unknown {key} '{value}'; valid {key}s: {describe_choices(key)}")
-    first_values = [first_value(o) for o in parsed]
+                if value not in choices(GROUPS[key]) and not (key == "judge" and value == "null"):
+                    raise UserError(f"unknown {key} '{value}'; valid {key}s: {describe_choices(GROUPS[key])}")
+    first_values = spelled_for_hydra([first_value(o) for o in parsed])
     try:
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
             cfg = compose("config", overrides=first_values)
@@ -139,12 +153,17 @@ def option_names() -> list[str]:
     return names
 
 
+def config_file(group: str, name: str):
+    """configs/<group>/<name>.yaml as written (without its defaults list)."""
+    raw = OmegaConf.load(config_dir() / group / f"{name}.yaml")
+    raw.pop("defaults", None)
+    return raw
+
+
 def model_config(name: str):
     """The model config `model=<name>` selects (configs/model/<name>.yaml over the typed schema), without Hydra:
     read while a run is under way (model.tokenizer names one)."""
-    raw = OmegaConf.load(config_dir() / "model" / f"{name}.yaml")
-    raw.pop("defaults", None)
-    return OmegaConf.merge(OmegaConf.structured(ModelConfig), raw)
+    return OmegaConf.merge(OmegaConf.structured(ModelConfig), config_file("model", name))
 
 
 def compose_config(overrides: list[str]):
@@ -152,4 +171,4 @@ def compose_config(overrides: list[str]):
     from hydra import compose, initialize_config_dir
     validate(overrides)
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("config", overrides=overrides)
+        return compose("config", overrides=spelled_for_hydra(overrides))

@@ -10,6 +10,7 @@ from glm_eval.core import averaging, sampled
 from glm_eval.core.averaging import is_scored, record_value
 from glm_eval.core.files import write_atomic, write_json, write_jsonl
 from glm_eval.core.protocol import GenerationRequest, Prompt, Request, Response
+from glm_eval.scoring import judging
 from glm_eval.scoring.reasoning import Split, opens_reasoning, split_reply
 from glm_eval.scoring.sampling import SamplesScoring, k_values, pass_at_k
 
@@ -31,13 +32,16 @@ def prompt_of(request: Request) -> Prompt:
     return request.prompt if isinstance(request, GenerationRequest) else request.context
 
 
-def summarize(records: list[dict], task, budget: int | None = None) -> dict:
+def summarize(records: list[dict], task, budget: int | None = None, judge: dict | None = None) -> dict:
     """Score fields of metrics.json from per-document records: n and failures, the headline as the task's
     `averaging` declares (with micro, macro, subjects and categories where documents have subjects), pass@k and
     maj@k where documents have several samples, the reasoning block and the score against the reply budget (up to
-    `budget`, the run's max_new_tokens) where replies were generated, and the task's own extras."""
+    `budget`, the run's max_new_tokens) where replies were generated, what the judge did (`judge`: its model and
+    fingerprint, where a judge was asked) and the task's own extras."""
     scored = [r for r in records if is_scored(r)]
     out = {"task": task.cfg.name, "metric": task.metric, "n": len(scored), "failed": len(records) - len(scored)}
+    if task.scale != 100:
+        out["scale"] = task.scale
     if all("correct" in r for r in scored):
         out["correct"] = sum(bool(r["correct"]) for r in scored)
     subjects, categories = [r.get("subject") for r in scored], [r.get("category") for r in scored]
@@ -65,6 +69,11 @@ def summarize(records: list[dict], task, budget: int | None = None) -> dict:
         out["reasoning"] = reasoning
     if budget and (curve := sampled.budget_curve(scored, budget, task.averaging)) is not None:
         out["budget_curve"] = curve
+    if judge is not None and task.judged is not None:
+        def averaged(values: list[float], rows: list[dict]) -> float:
+            return averaging.summarize(values, [r.get("subject") for r in rows], [r.get("category") for r in rows],
+                                       task.averaging)["score"]
+        out["judge"] = {**judge, **judging.summary(records, task.judged, averaged)}
     return {**out, **task.aggregate(scored)}
 
 
@@ -140,13 +149,15 @@ def answers_from_record(record: dict) -> list[Response]:
                      reasoning=f.get("reasoning"), tool_calls=f.get("tool_calls")) for t, f in zip(texts, facts)]
 
 
-STALE = ("scoring_error", "correct", "score", "samples", "passed", "reasoning", "answer")  # a rescore replaces these
+# a rescore replaces these
+STALE = ("scoring_error", "correct", "score", "samples", "passed", "reasoning", "answer", "rule", "judge", "audit")
 
 
-def score_records(task, records: list[dict], answers: list[list[Response]]) -> None:
+def score_records(task, records: list[dict], answers: list[list[Response]], judge=None) -> None:
     """Keep each reply's reasoning apart from its answer, then add the task's extraction and verdict (of the answers
-    alone) to every record whose requests succeeded. A reply cut off inside its reasoning has no answer: the task
-    never sees it, and it is wrong."""
+    alone, judged where the task declares a judged step and `judge` is given: engine/judge.py) to every record whose
+    requests succeeded. A reply cut off inside its reasoning has no answer: the task never sees it, and it is
+    wrong."""
     ok = [i for i, r in enumerate(records) if "error" not in r]
     scored_answers = []
     for i in ok:
@@ -171,7 +182,7 @@ def score_records(task, records: list[dict], answers: list[list[Response]]) -> N
             record.pop(stale, None)
         if len(splits) == 1 and splits[0] is not None and splits[0].reasoning is not None:
             record.update(reasoning=splits[0].reasoning, answer=splits[0].answer)
-    for i, fields in zip(ok, task.score_documents(scored_answers, [records[i] for i in ok])):
+    for i, fields in zip(ok, task.score_documents(scored_answers, [records[i] for i in ok], judge)):
         records[i].update(fields)
 
 

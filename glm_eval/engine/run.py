@@ -12,18 +12,18 @@ from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from tqdm import tqdm
 
 from glm_eval.analysis.grid import rebuild_grid, register_run, write_published
 from glm_eval.core.config import Backend as BackendKind
-from glm_eval.core.config import (EndpointApi, EvalConfig, GenPreset, ModelConfig, PromptFormat, Reasoning, Thinking,
-                                  ToolFormat, decoding)
+from glm_eval.core.config import (EndpointApi, EvalConfig, GenPreset, ModelConfig, PromptFormat, Protocol, Reasoning,
+                                  Thinking, ToolFormat, decoding)
 from glm_eval.core.errors import UserError, describe
 from glm_eval.core.files import cache_root, writable_folder
 from glm_eval.core.protocol import Backend, GenerationRequest, LoglikelihoodRequest, Request, Response
 from glm_eval.engine.cache import ResponseCache
-from glm_eval.engine.overrides import choices, model_config
+from glm_eval.engine.overrides import choices, config_file, model_config
 from glm_eval.engine.parallel import Ranks, join, ranks
 from glm_eval.engine.records import make_record, prompt_of, score_records, summarize, versions, write_run
 from glm_eval.glm.prompts import Format, PromptRenderer, replies_reason
@@ -197,12 +197,67 @@ def evaluate(cfg: EvalConfig) -> dict | None:
         cfg.model.device_index = job.local_rank  # one device per rank (used where the model goes to a GPU)
     if cfg.suite is not None:
         return evaluate_suite(cfg)
+    apply_protocol(cfg)
     task = load_task(cfg.task)
     settle_generation(cfg)
     check_task(cfg, task)
+    judge = make_judge(cfg, [task])
     loaded = LoadedModel(cfg)
     loaded.check_thinking()
-    return evaluate_task(cfg, loaded, task)
+    return evaluate_task(cfg, loaded, task, judge)
+
+
+def command_line_keys() -> set[str]:
+    """The keys set on the command line (task.samples, …); none when called from Python."""
+    from hydra.core.hydra_config import HydraConfig
+    try:
+        return {o.lstrip("+~").partition("=")[0] for o in HydraConfig.get().overrides.task}
+    except ValueError:
+        return set()
+
+
+def apply_protocol(cfg: EvalConfig) -> None:
+    """protocol=<name>: the task's settings under that protocol (the `protocols` block of its config: task.* and
+    gen.* values), each one the command line does not set itself."""
+    if Protocol(cfg.protocol) == Protocol.default:
+        return
+    preset = cfg.task.protocols.get(str(cfg.protocol))
+    if preset is None:
+        covered = [n for n in choices("task") if str(cfg.protocol) in (config_file("task", n).get("protocols")
+                                                                        or {})]
+        raise UserError(f"protocol={cfg.protocol} has no settings for {cfg.task.name}; it covers "
+                        f"{', '.join(covered)} (drop protocol, or pick one of those tasks)")
+    given = command_line_keys()
+    for section in ("task", "gen"):
+        for key, value in (preset.get(section) or {}).items():
+            if key == "options":
+                with open_dict(cfg.task.options):  # free-form keys
+                    for option, setting in value.items():
+                        if f"task.options.{option}" not in given:
+                            cfg.task.options[option] = setting
+            elif f"{section}.{key}" not in given:
+                cfg[section][key] = value
+
+
+def make_judge(cfg: EvalConfig, tasks: list[Task]):
+    """The judge model (judge=<model config>) where a task has a judged step, checked reachable before the main model
+    loads; None without one (a task whose judge is its metric refuses to run without)."""
+    needs = [t.title for t in tasks if t.judge_required]
+    if cfg.show_prompts:  # prints the model's prompts and exits: no judge is asked
+        return None
+    if cfg.judge is None:
+        if needs:
+            raise UserError(f"{needs[0]} is scored by a judge model: set judge=<model config> (e.g. judge=openai_api "
+                            f"judge.endpoint.url=http://host:8000/v1)")
+        return None
+    if all(t.judged is None for t in tasks):
+        log.warning(f"judge={cfg.judge.name}: {', '.join(t.title for t in tasks)} has no judged step; the judge is "
+                    f"not used")
+        return None
+    from glm_eval.engine.judge import Judge
+    judge = Judge(cfg, progress=cfg.progress)
+    judge.check()
+    return judge
 
 
 def settle_generation(cfg: EvalConfig) -> None:
@@ -271,15 +326,17 @@ def evaluate_suite(cfg: EvalConfig) -> dict:
             task_cfg = copy.deepcopy(cfg)  # each task settles its own gen.* (AIME samples, IFEval is greedy)
             task_cfg.task = compose("config", overrides=[f"task={name}"]).task
             task_cfg.suite = None
+        apply_protocol(task_cfg)
         task = load_task(task_cfg.task)
         settle_generation(task_cfg)
         check_task(task_cfg, task)
         configs.append((name, task_cfg, task))
+    judge = make_judge(cfg, [task for _, _, task in configs])
     for name, task_cfg, task in configs:  # every task checked before the model loads
         if loaded is None:
             loaded = LoadedModel(task_cfg)
             loaded.check_thinking()
-        results[name] = evaluate_task(task_cfg, loaded, task)
+        results[name] = evaluate_task(task_cfg, loaded, task, judge)
     if cfg.show_prompts or not ranks().leader:
         return results
     write_published(Path(cfg.results_dir), OmegaConf.to_container(cfg.suite, resolve=True))
@@ -288,7 +345,7 @@ def evaluate_suite(cfg: EvalConfig) -> dict:
     return {"suite": cfg.suite.name, "tasks": results, "grid_rows": len(grid)}
 
 
-def evaluate_task(cfg: EvalConfig, loaded: LoadedModel, task: Task) -> dict | None:
+def evaluate_task(cfg: EvalConfig, loaded: LoadedModel, task: Task, judge=None) -> dict | None:
     started = time.time()
     if (loaded.remote or loaded.reasons) and task.multiple_choice and cfg.task.choice_scoring != "generate":
         # an endpoint returns text, not logits; a reasoning model answers after its reasoning, not at the next token
@@ -325,19 +382,20 @@ def evaluate_task(cfg: EvalConfig, loaded: LoadedModel, task: Task) -> dict | No
         backend = loaded.backend
         flat = [(d, r) for d, reqs in enumerate(per_doc) for r in reqs]
         answered = answer(cfg, backend, cache, flat, len(per_doc), loaded.remote)
+        if answered is None:  # a rank other than 0 of a torchrun job: rank 0 writes the run
+            return None
+        by_doc: list[list[Response]] = [[] for _ in per_doc]
+        for (d, _), response in zip(flat, answered.responses):
+            by_doc[d].append(response)
+        records = [make_record(task, doc, requests, answers, renderer.tokenizer, loaded.remote)
+                   for doc, requests, answers in zip(docs, per_doc, by_doc)]
+        # the main answers are all cached by now: the judge (if any) asks only after them, through the same cache
+        score_records(task, records, by_doc, judge and judge.bind(cfg.judging.audit, cache, {}))
     finally:
         cache.close()
-    if answered is None:  # a rank other than 0 of a torchrun job: rank 0 writes the run
-        return None
-    by_doc: list[list[Response]] = [[] for _ in per_doc]
-    for (d, _), response in zip(flat, answered.responses):
-        by_doc[d].append(response)
-    records = [make_record(task, doc, requests, answers, renderer.tokenizer, loaded.remote)
-               for doc, requests, answers in zip(docs, per_doc, by_doc)]
-    score_records(task, records, by_doc)
 
     budgets = [r.max_new_tokens for _, r in flat if isinstance(r, GenerationRequest)]
-    metrics = summarize(records, task, max(budgets, default=None))
+    metrics = summarize(records, task, max(budgets, default=None), judge and judge.describe())
     metrics.update({
         "model": cfg.model.name,
         "generated": answered.generated, "from_cache": len(flat) - answered.generated,

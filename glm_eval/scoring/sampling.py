@@ -45,7 +45,8 @@ def combine(scoring: SamplesScoring, verdicts: list[dict]) -> dict:
     `scoring_error`). A sample whose check could not run makes the document unscored, never a failure."""
     errors = [v["scoring_error"] for v in verdicts if "scoring_error" in v]
     # a sample's own gold and vote where its prompt differs from its siblings' (GPQA's shuffled options)
-    samples = [{k: v[k] for k in ("extracted", "gold", "vote", "correct", "execution") if k in v} for v in verdicts]
+    samples = [{k: v[k] for k in ("extracted", "gold", "vote", "correct", "execution", "rule", "judge", "audit")
+                if k in v} for v in verdicts]
     if errors:
         return {"samples": samples, "scoring_error": errors[0]}
     passed = sum(bool(v["correct"]) for v in verdicts)
