@@ -109,11 +109,18 @@ class AlignBench(Task):
         return rows, f"github:THUDM/AlignBench@{self.cfg.revision}", digest
 
     def read_settings(self, files: dict[str, Path]) -> dict:
+        """THUDM's config/*.json, each an object; the temperatures numbers of at least 0."""
         try:
-            return {name: json.loads(path.read_text(encoding="utf-8")) for name, path in files.items()}
+            settings = {name: json.loads(path.read_text(encoding="utf-8")) for name, path in files.items()}
         except (OSError, ValueError) as e:
             raise UserError(f"AlignBench: THUDM's config/*.json must sit beside the data ({e}); copy the repo's "
                             f"config/ folder") from None
+        odd = [f"config/{n}.json is not an object" for n, v in settings.items() if not isinstance(v, dict)] or \
+            [f"config/temperature.json gives {c} {t!r}" for c, t in settings["temperature"].items()
+             if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 100]
+        if odd:
+            raise UserError(f"AlignBench: {odd[0]}, not THUDM's; copy the repo's config/ folder again")
+        return settings
 
     def parse(self, row: dict) -> dict | None:
         fields = [row.get(k) for k in ("question", "reference", "category", "subcategory")]

@@ -177,6 +177,20 @@ def test_bad_judges_are_one_line_before_the_model_loads(tmp_path):
         run_eval("task=alignbench", "limit=1", f"data_dir={DATA}", f"results_dir={tmp_path}")
     with pytest.raises(UserError, match="unknown judge 'gpt5'"):
         run_eval("task=alignbench", "judge=gpt5")
+    # THUDM's config files edited into something else: one line, not a traceback while the rows are read
+    import shutil
+    folder = tmp_path / "data" / "alignbench"
+    shutil.copytree(DATA / "alignbench" / "config", folder / "config")
+    (folder / "data_v1.1_release.jsonl").write_text(
+        (DATA / "alignbench/data_v1.1_release.jsonl").read_text(encoding="utf-8").split("\n", 1)[0], encoding="utf-8")
+    for name, text, problem in (("temperature", '{"专业能力": "hot"}', "temperature.json gives 专业能力 'hot'"),
+                                ("dimension_set", "[1, 2]", "dimension_set.json is not an object")):
+        (folder / "config" / f"{name}.json").chmod(0o644)
+        original = (folder / "config" / f"{name}.json").read_text(encoding="utf-8")
+        (folder / "config" / f"{name}.json").write_text(text, encoding="utf-8")
+        with pytest.raises(UserError, match=f"AlignBench: config/{problem}"):
+            run_eval("task=alignbench", f"data_dir={tmp_path / 'data'}", "show_prompts=1")
+        (folder / "config" / f"{name}.json").write_text(original, encoding="utf-8")
 
 
 # ---- AlignBench ---------------------------------------------------------------------------------------------------

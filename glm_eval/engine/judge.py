@@ -69,13 +69,14 @@ class Judge:
         if not jobs:
             return
         requests = [self.request(step, *items[k]) for k, _ in jobs]
-        replies = self.answer(step, requests, cache, stored)
-        for (k, kind), request, reply in zip(jobs, requests, replies):
+        keys = [self.key(step, r) for r in requests]
+        replies = self.answer(keys, requests, cache, stored, f"judge {self.name} · {step.name}")
+        for (k, kind), request, key, reply in zip(jobs, requests, keys, replies):
             record, _, verdict = items[k]
-            entry = self.entry(step, request, reply, record, verdict)
+            entry = {"key": key, **self.reading(step, request, reply, record, verdict)}
             if kind == "audit":
                 if "verdict" in entry:
-                    entry["agrees"] = all(verdict.get(key) == value for key, value in entry["verdict"].items())
+                    entry["agrees"] = all(verdict.get(name) == value for name, value in entry["verdict"].items())
                 verdict["audit"] = entry
                 continue
             if step.when != "always":  # the rules' verdict, which the judge's may replace
@@ -94,10 +95,10 @@ class Judge:
     def key(self, step: JudgedStep, request: GenerationRequest) -> str:
         return ResponseCache.key(json.dumps([self.fingerprint, step.name, step.version]), request)
 
-    def answer(self, step: JudgedStep, requests: list[GenerationRequest], cache: ResponseCache | None,
-               stored: dict[str, str]) -> list[Response]:
-        """Stored replies, then the cache, then the judge model; each new reply written through to the cache."""
-        keys = [self.key(step, r) for r in requests]
+    def answer(self, keys: list[str], requests: list[GenerationRequest], cache: ResponseCache | None,
+               stored: dict[str, str], desc: str) -> list[Response]:
+        """Stored replies, then the cache, then the judge model (`keys`: each request's cache key); each new reply
+        written through to the cache."""
         replies: list[Response | None] = [Response(text=stored[k], finish_reason="stored") if k in stored else None
                                           for k in keys]
         missing = [i for i, r in enumerate(replies) if r is None]
@@ -106,7 +107,7 @@ class Judge:
             replies[i] = cached.get(keys[i])
         pending = [i for i, r in enumerate(replies) if r is None]
         if pending:
-            bar = tqdm(total=len(pending), unit="verdict", desc=f"judge {self.name} · {step.name}",
+            bar = tqdm(total=len(pending), unit="verdict", desc=desc,
                        disable=not self.progress, dynamic_ncols=True)
 
             def on_response(position: int, response: Response) -> None:
@@ -130,10 +131,10 @@ class Judge:
             bar.close()
         return [r if r is not None else Response(finish_reason="error", error="no reply") for r in replies]
 
-    def entry(self, step: JudgedStep, request: GenerationRequest, reply: Response, record: dict,
-              verdict: dict) -> dict:
-        """What a record keeps of one judge call: the raw reply (bounded), its reading, the key it is cached by."""
-        entry: dict = {"key": self.key(step, request)}
+    def reading(self, step: JudgedStep, request: GenerationRequest, reply: Response, record: dict,
+                verdict: dict) -> dict:
+        """What a record keeps of one judge call: the raw reply (bounded) and its reading, or the error."""
+        entry: dict = {}
         if reply.error is not None:
             entry["error"] = reply.error
             return entry

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Callable
 
-from glm_eval.core.averaging import is_scored
+from glm_eval.core.averaging import is_scored, record_value
 
 Messages = list[tuple[str, str]]  # (role, content)
 
@@ -79,7 +79,8 @@ def summary(records: list[dict], step: JudgedStep, averaged: Callable[[list[floa
     out = {"step": step.name, "prompt_version": step.version, "asked": len(judged),
            "failed": sum("error" in u["judge"] for u in judged),
            "unreadable": sum(bool(u["judge"].get("unreadable")) for u in judged)}
-    if guessed := sum(bool(u.get("guessed")) for u in judged):  # glm-simple-evals' random letter (its preset only)
+    # glm-simple-evals' random letter (its preset only), as the judge entry keeps it (a sample's too)
+    if guessed := sum(bool((u["judge"].get("verdict") or {}).get("guessed")) for u in judged):
         out["guessed"] = guessed
     if step.when != JudgeWhen.always:
         changed = [u for u in judged if "verdict" in u["judge"] and "rule" in u]
@@ -90,8 +91,7 @@ def summary(records: list[dict], step: JudgedStep, averaged: Callable[[list[floa
         scored = [r for r in records if is_scored(r)]
         if scored:
             out["rule_score"] = averaged([rule_value(r) for r in scored], scored)
-            out["cascade_score"] = averaged([float(r["score"] if "score" in r else r["correct"]) for r in scored],
-                                            scored)
+            out["cascade_score"] = averaged([record_value(r) for r in scored], scored)
     audited = [u["audit"] for r in records for u in units(r) if "audit" in u]
     if audited:
         answered = [a for a in audited if "agrees" in a]
