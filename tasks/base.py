@@ -66,6 +66,7 @@ class Task:
     multiple_choice = False
     record_fields: tuple[str, ...] = ("gold",)  # document fields copied into records: all that scoring reads
     limit_per_subject = False  # `limit=N`: the first N documents of each subject instead of the first N overall
+    limit_field = "subject"  # the document field whose values limit_per_subject counts by
     prompt_excerpt: int | None = None  # records keep this many characters from each end of a long prompt
     shot_choices: tuple[int, ...] | None = None  # the task.shots it takes (None: any k, from the shot split)
     counts_tokens = False  # its prompts are cut to a token budget, so an endpoint needs model.tokenizer
@@ -147,8 +148,8 @@ class Task:
         taken = Counter()
         kept = []
         for doc in docs:
-            taken[doc.get("subject")] += 1
-            if taken[doc.get("subject")] <= limit:
+            taken[doc.get(self.limit_field)] += 1
+            if taken[doc.get(self.limit_field)] <= limit:
                 kept.append(doc)
         return kept
 

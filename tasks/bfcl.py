@@ -41,6 +41,7 @@ class BFCL(Task):
     averaging = Averaging(Average.categories)
     shot_choices = (0,)
     record_fields = ("gold", "bfcl_id", "bfcl_category", "functions")
+    limit_per_subject, limit_field = True, "bfcl_category"  # `limit=N`: the first N of each BFCL category
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -111,11 +112,6 @@ class BFCL(Task):
                 "bfcl_id": row.get("id"), "bfcl_category": category, "category": part,
                 # live documents weigh alike (BFCL weights live categories by their sizes): one subject for them all
                 "subject": "live" if part == "live" else category}
-
-    def limit(self, docs: list[dict], limit: int | None) -> list[dict]:
-        """`limit=N`: the first N documents of each BFCL category."""
-        return docs if limit is None else \
-            [d for c in self.categories for d in [d for d in docs if d["bfcl_category"] == c][:limit]]
 
     def requests(self, doc, shots, renderer, gen, stop):
         tools = bfcl.openapi_tools(doc["functions"], underscore=renderer.tool_format != ToolFormat.python)

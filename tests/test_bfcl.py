@@ -297,7 +297,11 @@ def test_the_server_answers_calls_as_tool_calls():
         def generate(self, requests, on_response, on_text=None):
             for i, r in enumerate(requests):
                 text = "[get_weather(city='Lyon', days=2)]" if r.prompt.tools else "No tools."
-                on_response(i, Response(text=text, num_tokens=9, finish_reason="eos"))
+                if "Think" in r.prompt.text:  # a call inside reasoning that closed, or that the budget cut off
+                    text = "<think>Maybe [get_weather(city='Oslo', days=9)]" + \
+                        ("</think>[get_weather(city='Lyon', days=2)]" if "closes" in r.prompt.text else "")
+                cut = "Think forever" in r.prompt.text
+                on_response(i, Response(text=text, num_tokens=9, finish_reason="length" if cut else "eos"))
     tokenizer = glm45_tokenizer()
     tokenizer.chat_template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"
     client = TestClient(make_app(PromptRenderer(tokenizer, None), BatchingEngine(Caller()), "tiny"))
@@ -313,5 +317,13 @@ def test_the_server_answers_calls_as_tool_calls():
     assert json.loads(events[0])["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] == "get_weather"
     plain = client.post("/v1/chat/completions", json={"messages": body["messages"]}).json()["choices"][0]
     assert plain["message"] == {"role": "assistant", "content": "No tools."} and plain["finish_reason"] == "stop"
+    # the answer is what follows the first </think>, as in every scored reply: a reply still reasoning calls nothing
+    thought = {**body, "messages": [{"role": "user", "content": "Think, then call (it closes)."}]}
+    done = client.post("/v1/chat/completions", json=thought).json()["choices"][0]
+    assert done["message"]["content"] == "<think>Maybe [get_weather(city='Oslo', days=9)]</think>"
+    assert [json.loads(c["function"]["arguments"])["city"] for c in done["message"]["tool_calls"]] == ["Lyon"]
+    thought["messages"][0]["content"] = "Think forever."
+    cut = client.post("/v1/chat/completions", json=thought).json()["choices"][0]
+    assert "tool_calls" not in cut["message"] and cut["finish_reason"] == "length"
     for bad in ([{"type": "function", "function": {"description": "no name"}}], "tools", [{"function": None}]):
         assert client.post("/v1/chat/completions", json={**body, "tools": bad}).status_code == 400

@@ -31,9 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from glm_eval.core.cli import parse_args, port
 from glm_eval.core.errors import UserError
-from glm_eval.core.protocol import THINK_CLOSE, Backend, GenerationRequest, Prompt, Response
+from glm_eval.core.protocol import Backend, GenerationRequest, Prompt, Response
 from glm_eval.engine.overrides import validate
 from glm_eval.glm.tools import jsonable, parse_calls
+from glm_eval.scoring.reasoning import opens_reasoning, split_reply
 
 
 MAX_BODY = 8 << 20  # bytes: a 32K-token conversation is well under 1 MB; a 50 MB body would stall everyone
@@ -289,17 +290,20 @@ def make_app(renderer, engine: BatchingEngine, model_id: str, api_key: str | Non
         return "length" if response.finish_reason == "length" else "stop"
 
     def with_calls(prompt: Prompt, response: Response) -> tuple[dict, str]:
-        """The reply's message with the calls its answer (after any </think>) makes as OpenAI tool_calls, and its
-        finish reason ("tool_calls" where it called); a reply without calls is returned as it came."""
-        head, tag, answer = response.text.rpartition(THINK_CLOSE)
-        calls = parse_calls(prompt.tool_format, answer, json.loads(prompt.tools))
-        if not calls.calls:
+        """The reply's message with the calls its answer makes as OpenAI tool_calls, and its finish reason
+        ("tool_calls" where it called); a reply without calls, or with no answer (still inside its reasoning), is
+        returned as it came. The answer is split off as every scored reply's is (scoring/reasoning.py)."""
+        split = split_reply(response.text, response.finish_reason, None, prompt.thinking,
+                            opens_reasoning(prompt.text))
+        calls = parse_calls(prompt.tool_format, split.answer, json.loads(prompt.tools)) if split.answered else None
+        if calls is None or not calls.calls:
             return {"role": "assistant", "content": response.text}, finish(response)
+        reasoning = response.text[:len(response.text) - len(split.answer)]  # up to and with its </think>
         tool_calls = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function", "index": i,
                        "function": {"name": c["name"],
                                     "arguments": json.dumps(jsonable(c["arguments"]), ensure_ascii=False)}}
                       for i, c in enumerate(calls.calls)]
-        content = head + tag + calls.content
+        content = reasoning + calls.content
         return {"role": "assistant", "content": content or None, "tool_calls": tool_calls}, "tool_calls"
 
     def event(payload) -> str:
