@@ -20,7 +20,16 @@ lm-eval runs at its fastest batch size on this machine: MMLU 5-shot, 114 questio
 174.7 s at batch 1, 204.3 s at 4, 265.1 s at 16 (its multiple-choice path computes full-vocabulary logits at every
 position of ~740-token contexts). BBH's batch size was not swept (4, as for its 0-shot generation here).
 
-    pip install -e .[bench] && python bench/fewshot_vs_lm_eval.py [--parts mmlu,bbh,zero]
+    pip install -e .[bench] && python bench/fewshot_vs_lm_eval.py [--parts mmlu,bbh,zero] [--questions 1000]
+
+Verify in ten minutes: `--parts mmlu --questions 100 --unshared 25` (the README gives the ratio at that size).
+
+What decides speed is printed first, as an environment block: the CPU, the cores this process may use and the
+load on them (another job on the same cores slows either harness several times over), torch's threads and OpenMP
+waiting policy, the fp32 matmul peak measured now, torch / transformers / lm-eval versions, and the attention
+implementation each harness's model actually runs with. glm-eval registers its CPU GQA attention with transformers
+under its own name ("sdpa_gqa") and switches only the models it loads; the block loads lm-eval's model the way
+lm-eval does and stops the bench if it runs anything but transformers' own "sdpa".
 
 Last line: the MMLU 5-shot part's speedup=<lm-eval wall / glm-eval wall> agreement=<fraction>
 """
@@ -206,6 +215,37 @@ def zero_shot_part(args, data_dir: Path, work: Path) -> dict:
             "threads": torch.get_num_threads()}
 
 
+def environment(model_dir: str) -> list[str]:
+    """What decides both harnesses' speed here and now; stops the bench if glm-eval's attention reached lm-eval's
+    model."""
+    import importlib.metadata as metadata
+    import platform
+
+    import torch
+    from lm_eval.models.huggingface import HFLM
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    ours = ModelSource(compose_config(["model=smollm2-135m-instruct"]).model).load_model("float32", "cpu")
+    peer = HFLM(pretrained=model_dir, dtype="float32", device="cpu").model  # as evaluate_local_task loads it
+    ours_impl, peer_impl = ours.config._attn_implementation, peer.config._attn_implementation
+    sdpa_is_transformers = ALL_ATTENTION_FUNCTIONS["sdpa"] is sdpa_attention_forward
+    del ours, peer
+    if peer_impl != "sdpa" or not sdpa_is_transformers:
+        sys.exit(f"lm-eval's model runs attention {peer_impl!r} (transformers' own sdpa: {sdpa_is_transformers}): "
+                 "glm-eval's registration reached it; the comparison would not be lm-eval's")
+    return ["environment:",
+            f"  cpu {cpu}; {len(os.sched_getaffinity(0))} of {os.cpu_count()} cores usable; load average {load}",
+            f"  torch {torch.__version__} ({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+            f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}), transformers {metadata.version('transformers')}, "
+            f"lm-eval {metadata.version('lm_eval')}, python {platform.python_version()}",
+            f"  fp32 matmul peak now: {matmul_peak_gflops():.0f} GFLOP/s (4096^3, best of 3)",
+            f"  attention: glm-eval's model {ours_impl}, lm-eval's model {peer_impl} (transformers' own sdpa function: "
+            f"{sdpa_is_transformers})"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="zero,bbh,mmlu", help="any of mmlu,bbh,zero (MMLU's line prints last)")
@@ -223,7 +263,8 @@ def main() -> None:
     model_dir = ModelSource(compose_config(["model=smollm2-135m-instruct"]).model).folder()
     warm_imports()
     work = Path(tempfile.mkdtemp(prefix="fewshot_bench_"))
-    lines = []
+    lines = environment(model_dir)
+    print("\n".join(lines), flush=True)
     try:
         if "zero" in parts:
             z = zero_shot_part(args, data_dir, work)

@@ -41,11 +41,26 @@ def _run(cfg: DictConfig) -> None:
         record_failure(describe(e), traceback.format_exc())
 
 
+def refuse_dashed_options(argv: list[str]) -> None:
+    """`--limit=5` (argparse's habit) where glm-eval takes `limit=5`: one line naming the right form, not Hydra's
+    usage. Hydra's own flags (--multirun, --cfg job, …) pass."""
+    from hydra._internal.utils import get_args_parser  # Hydra's parser of its own flags
+    _, unknown = get_args_parser().parse_known_args(argv)
+    for arg in unknown:
+        if arg.startswith("-"):
+            key, eq, value = arg.lstrip("-").partition("=")
+            after = argv[argv.index(arg) + 1:argv.index(arg) + 2]
+            if not eq and after and not after[0].startswith("-") and "=" not in after[0]:
+                value, arg = after[0], f"{arg} {after[0]}"  # --limit 5
+            raise UserError(f"options are key=value without dashes: write {key}={value or '<value>'}, not {arg}")
+
+
 def main() -> None:
     overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
     # our launcher configs (configs/hydra/launcher/) are the plugin's schemas filled in: checked against them
     warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
     try:
+        refuse_dashed_options(sys.argv[1:])
         validate(overrides)
         if "--multirun" in sys.argv or "-m" in sys.argv:
             from glm_eval.engine.sweep import fan_out_suite

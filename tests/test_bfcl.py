@@ -294,7 +294,7 @@ def test_the_server_answers_calls_as_tool_calls():
     class Caller(EchoBackend):
         info = BackendInfo(fingerprint="caller", dtype="none", device="none", context_length=4096)
 
-        def generate(self, requests, on_response, on_text=None):
+        def answer(self, requests, on_response, on_text):
             for i, r in enumerate(requests):
                 text = "[get_weather(city='Lyon', days=2)]" if r.prompt.tools else "No tools."
                 if "Think" in r.prompt.text:  # a call inside reasoning that closed, or that the budget cut off

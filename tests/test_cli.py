@@ -6,6 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,6 +38,24 @@ def refused(*overrides) -> str:
 def test_the_command_line_refuses_bad_input_in_one_line():  # the one process-boundary check of the main command
     one_line_error(run_cli("task=nope"), "error: unknown task 'nope'", "gsm8k")
     one_line_error(run_cli("model.dtype=float33"), "model.dtype=float33", "float32, bfloat16")
+    one_line_error(run_cli("task=gsm8k", "--limit=5"), "write limit=5, not --limit=5")
+
+
+def test_a_config_file_with_an_unknown_key_is_named_in_one_line(tmp_path, monkeypatch):
+    import shutil
+
+    from glm_eval.engine import overrides
+    configs = tmp_path / "configs"
+    shutil.copytree(overrides.config_dir(), configs)
+    with open(configs / "task" / "gsm8k.yaml", "a") as f:
+        f.write("max_new_token: 256\n")  # a typo
+    monkeypatch.setattr(overrides, "config_dir", lambda: configs)
+    with pytest.raises(UserError) as error:
+        overrides.validate(["task=gsm8k"])
+    message = str(error.value)
+    assert message.startswith(f"{configs / 'task' / 'gsm8k.yaml'}: unknown key 'max_new_token' (task.max_new_token); "
+                              "the keys there are: name, dataset,") and ", max_new_tokens, " in message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize("overrides, needles", [
@@ -187,3 +206,29 @@ def test_two_runs_sharing_the_cache_at_once(data_dir, tmp_path):
         assert proc.returncode == 0, err
     assert read_run(tmp_path / "0")[1] == read_run(tmp_path / "1")[1]
     assert cached_rows(cache) == 4
+
+
+def test_ctrl_c_while_endpoint_requests_hang_exits_at_once(serve, data_dir, tmp_path):
+    asked, release = threading.Event(), threading.Event()
+
+    def hang(handler, path, payload):  # accepts the request, sends nothing until the test ends
+        asked.set()
+        release.wait(600)
+    server = serve(hang)
+    try:
+        # Python's own Ctrl-C handler, which a shell's background job (SIGINT ignored) would not install
+        interruptible = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); " \
+                        "runpy.run_module('glm_eval', run_name='__main__', alter_sys=True)"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", interruptible, "task=gsm8k", "limit=3", f"data_dir={data_dir}", "progress=false",
+             f"results_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}", "model=openai_api",
+             f"model.endpoint.url={server.url}/v1", "model.endpoint.timeout_s=600"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert asked.wait(300), proc.communicate()[1]
+        time.sleep(0.5)  # every request is sent and waiting for its headers
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)  # the server would hold the requests for 600 s
+    finally:
+        release.set()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted: 0/3 responses are cached; rerun the same command to resume"

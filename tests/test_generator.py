@@ -159,3 +159,27 @@ def test_a_cancelled_row_leaves_at_once_and_its_batch_mates_go_on(smol, data_dir
     assert out[1].finish_reason == "cancelled" and out[1].error and out[1].num_tokens == 3
     assert [out[i].text for i in (0, 2, 3)] == [plain[i].text for i in (0, 2, 3)]
     assert heard.count(1) == 3 and generator.counters.computed_slots <= 39 * 3 + 3 + 4  # compaction lags a little
+
+
+def test_requests_that_arrive_while_a_row_decodes_join_it(smol, data_dir):
+    """A server's requests that arrive while one long row decodes take slots added beside it at the next step and
+    finish first (no head-of-line blocking), with the replies they get alone."""
+    model, tokenizer = smol
+    prompts = gsm8k_prompts(tokenizer, data_dir, 4)
+    long = GenerationRequest(prompts[0], max_new_tokens=60, min_new_tokens=60)
+    later = [GenerationRequest(p, max_new_tokens=10) for p in prompts[1:]]
+    [alone], _ = run(model, tokenizer, [long])
+    asked, finished = 0, []
+
+    def arrivals():
+        nonlocal asked
+        asked += 1
+        return {3: later[:1], 8: later[1:]}.get(asked, [])
+    generator = SlotGenerator(model, tokenizer, {tokenizer.eos_token_id}, max_rows=8)
+    out = {}
+    generator.generate([long], lambda i, r: (out.__setitem__(i, r), finished.append(i)), None, arrivals)
+    assert sorted(out) == [0, 1, 2, 3] and finished[-1] == 0  # the later ones, numbered on, are done first
+    assert out[0].text == alone.text and out[0].num_tokens == 60
+    for request, i in zip(later, (1, 2, 3)):
+        assert out[i].text == reference_greedy(model, tokenizer, request.prompt, request.max_new_tokens)
+    assert generator.counters.peak_rows == 4  # a slot added for each (the first is still going at step 8), none more

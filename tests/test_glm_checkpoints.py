@@ -2,6 +2,7 @@
 batch; RoPE base scaling at rope_ratio 1 and 50, position interpolation for chatglm2-6b-32k), greedy generation
 through the batched generator, the HF-native conversion, clear errors, and the CLI end to end."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -169,3 +170,18 @@ def test_chatglm3_base_runs_end_to_end(chatglm3_tiny, data_dir, tmp_path):
     samples = [json.loads(line) for line in (tmp_path / "chatglm3-6b-base" / "gsm8k" / "samples.jsonl").open()]
     assert samples[0]["prompt"].startswith("Q: Janet’s ducks")
     assert "chatglm3-6b-base" in (tmp_path / "grid.md").read_text()
+
+
+def test_a_checkpoint_without_its_tokenizer_or_weights_fails_in_one_line(tmp_path, capsys):
+    config = tiny_config(1)
+    no_tokenizer = write_checkpoint(tmp_path / "no-tokenizer", config, random_weights(config), shards=1, tokenizer=None)
+    no_weights = tmp_path / "no-weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text(json.dumps(config))
+    shutil.copy(CHATGLM_TOKENIZER, no_weights / "tokenizer.model")
+    for folder, missing in ((no_tokenizer, "no tokenizer.model in"), (no_weights, "no weights in")):
+        capsys.readouterr()
+        assert cli.run(convert.main, [str(folder), str(tmp_path / "out" / "converted")]) == 2
+        [line] = capsys.readouterr().err.splitlines()
+        assert line.startswith("error: ") and missing in line and str(folder) in line
+        assert not (tmp_path / "out").exists()  # nothing written, not even the output's parent

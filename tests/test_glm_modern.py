@@ -253,9 +253,9 @@ def test_the_server_switches_thinking_per_request(tokenizer):
     seen = []
 
     class Recorder(EchoBackend):
-        def generate(self, requests, on_response, on_text=None):
+        def answer(self, requests, on_response, on_text):
             seen.extend(r.prompt for r in requests)
-            super().generate(requests, on_response, on_text)
+            super().answer(requests, on_response, on_text)
 
     app = make_app(renderer(tokenizer, "GLM-4.6.jinja", "hybrid"), BatchingEngine(Recorder()), "tiny")
     client = TestClient(app)

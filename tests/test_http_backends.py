@@ -333,3 +333,29 @@ def test_interrupt_cuts_requests_in_flight(serve):
         time.sleep(0.05)
     assert not any(t.name.startswith("openai_api") for t in threading.enumerate())  # the process can exit now
     assert time.monotonic() - start < 3.0
+
+
+def test_requests_that_arrive_during_a_call_start_at_once(serve):
+    """A server behind an endpoint (glm-eval's arrivals): a request handed over while a slow one runs is sent at
+    once and answered first, numbered on."""
+    release = threading.Event()
+
+    def reply(h, path, p):
+        if p["messages"][-1]["content"] == "slow":
+            release.wait(30)
+        send(h, body=chat_reply(p["messages"][-1]["content"]))
+    server = serve(reply)
+    backend = OpenAIBackend(endpoint(server.url + "/v1"), "m")
+    handed, order = [], []
+
+    def arrivals():
+        if not handed and server.seen:
+            handed.append(1)
+            return [request(messages=[("user", "fast")])]
+        return []
+
+    def on_response(i, response):
+        order.append((i, response.text))
+        release.set()
+    backend.generate([request(messages=[("user", "slow")])], on_response, None, arrivals)
+    assert order == [(1, "fast"), (0, "slow")]

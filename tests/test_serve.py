@@ -12,8 +12,7 @@ import pytest
 from conftest import REPO, Server, run_eval, send
 from fastapi.testclient import TestClient
 
-from glm_eval.core.protocol import Response
-from glm_eval.core.protocol import BackendInfo
+from glm_eval.core.protocol import BackendInfo, Response, answer_in_rounds
 from glm_eval.engine.serve import BatchingEngine, make_app
 
 
@@ -268,6 +267,25 @@ def test_a_client_that_leaves_stops_its_request(server):
     assert short["usage"]["completion_tokens"] == 4
 
 
+def test_a_short_request_is_not_held_behind_a_long_one(server):
+    """A stream asked for the whole context (min_tokens: no early EOS), then a short request: the short one joins
+    the long one's batch at the next step and is answered while the long one still decodes."""
+    long = {"model": "x", "messages": [{"role": "user", "content": "Write a very long story."}], "max_tokens": 10**9,
+            "min_tokens": 10**6, "temperature": 0.8, "seed": 3, "stream": True}
+    before = httpx.get(f"{server}/health").json()
+    with httpx.stream("POST", f"{server}/v1/chat/completions", json=long, timeout=60) as stream:
+        lines = (line for line in stream.iter_lines() if line)
+        assert '"content"' in next(lines) and '"content"' in next(lines)  # decoding
+        # a bound on waiting, not a timing: held behind the long one it would wait for 8192 tokens
+        short = httpx.post(f"{server}/v1/chat/completions", timeout=120, json={
+            "model": "x", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}).json()
+        assert short["usage"]["completion_tokens"] == 4
+        still = json.loads(next(lines).removeprefix("data: "))
+        assert still["choices"][0]["finish_reason"] is None  # the long one is still going
+        during = httpx.get(f"{server}/health").json()
+    assert during["requests"] - before["requests"] == 2 and during["batches"] - before["batches"] == 1
+
+
 # ---- a whole run through a failing endpoint ------------------------------------------------------------------
 def test_failing_endpoint_run_accounts_exactly_and_resumes(tmp_path, data_dir):
     questions = [json.loads(line)["question"] for line in open(data_dir / "gsm8k" / "test.jsonl")][:10]
@@ -320,7 +338,10 @@ class EchoBackend:
 
     info = BackendInfo(fingerprint="echo", dtype="none", device="none", context_length=64)
 
-    def generate(self, requests, on_response, on_text=None):
+    def generate(self, requests, on_response, on_text=None, arrivals=None):
+        answer_in_rounds(self.answer, requests, on_response, on_text, arrivals)
+
+    def answer(self, requests, on_response, on_text):
         for i, r in enumerate(requests):
             text = f"{len(r.prompt.token_ids)} tokens"
             for k in range(1, len(text)):

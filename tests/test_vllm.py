@@ -120,6 +120,10 @@ def test_rows_are_answered_as_they_finish_and_can_be_cancelled():
     # a listener that wants no more of a row has it aborted in the engine
     [cut] = collect(vl.backend.generate, requests[:1], lambda i, text: len(text) < 10)
     assert cut.finish_reason == "cancelled" and cut.error and cut.num_tokens == 0
+    # requests handed over while a call runs (a server's) are answered in it, numbered on
+    handed, answered = [requests[3]], {}
+    vl.backend.generate(requests[1:2], answered.__setitem__, None, lambda: [handed.pop()] if handed else [])
+    assert sorted(answered) == [0, 1] and answered[1].num_tokens == 3 and answered[0].num_tokens == 2
 
 
 def test_two_torchrun_replicas_write_what_one_engine_writes(tmp_path, data_dir):

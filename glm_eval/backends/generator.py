@@ -25,7 +25,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 from glm_eval.backends.prefix import PrefixedCache, PrefixGroup, compute_prefix, own_tokens, prefix_groups
 from glm_eval.backends.replies import StopScan, reply, unfit_generation
-from glm_eval.core.protocol import GenerationRequest, OnResponse, OnText
+from glm_eval.core.protocol import Arrivals, GenerationRequest, OnResponse, OnText
 
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -181,6 +181,17 @@ class SlotCache(Cache):
         self.mask[index] = 0
         self.mask[index, start:self.length] = prefill_mask
 
+    def add_slots(self, count: int) -> None:
+        """`count` more slots, empty (a server's request arrived while every slot was busy)."""
+        self.slots += count
+        if self.mask is None:
+            return
+        for layer in self.layers:
+            for name in layer.buffers():
+                buf = getattr(layer, name)
+                setattr(layer, name, torch.cat([buf, buf.new_zeros((count, *buf.shape[1:]))]))
+        self.mask = torch.cat([self.mask, self.mask.new_zeros((count, self.mask.shape[1]))])
+
     def select(self, keep: list[int]) -> None:
         """Keep only these slots (compaction once no prompts are waiting)."""
         index = torch.tensor(keep, device=self.mask.device)
@@ -303,16 +314,19 @@ class SlotGenerator:
     # ---- main loop --------------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, requests: list[GenerationRequest], on_response: OnResponse,
-                 on_text: OnText | None = None) -> None:
+                 on_text: OnText | None = None, arrivals: Arrivals | None = None) -> None:
         """`on_text(index, reply so far)` after every new token of a row that is still going (streaming); when it
-        returns False the row leaves its slot at once, answered as "cancelled"."""
+        returns False the row leaves its slot at once, answered as "cancelled". `arrivals()`, asked before every
+        step, hands over requests that came meanwhile (a server's): they queue behind the waiting ones, numbered on
+        from the last, and take a free slot, or a slot added while the token budget allows, at the next step."""
+        requests = list(requests)
         fits = []
         for i, request in enumerate(requests):
             if failed := unfit_generation(request, self.max_length):
                 on_response(i, failed)
             else:
                 fits.append(i)
-        if not fits:
+        if not fits and arrivals is None:
             return
         # Prompts of a prefix group together (its prefix is kept while they wait), longest groups and prompts first:
         # the cache length mostly grows at the start, and memory peaks early.
@@ -326,27 +340,44 @@ class SlotGenerator:
         head = {n: max(map(length, g.members)) for n, g in enumerate(prefixes.groups)}
         queue = deque(sorted(fits, key=lambda i: (-head[prefixes.of[i]], prefixes.of[i], -length(i))
                              if i in prefixes.of else (-length(i), -1, 0)))
-        longest = len(requests[queue[0]].prompt.token_ids) + max(requests[i].max_new_tokens for i in fits)
-        slots = max(1, min(self.max_rows, len(fits), self.max_tokens // max(longest, 1)))
+        # the longest row any request may grow to bounds the rows the KV-cache budget allows
+        longest = max((length(i) for i in fits), default=0) + max((requests[i].max_new_tokens for i in fits), default=0)
+
+        def rows_allowed() -> int:
+            return max(1, min(self.max_rows, self.max_tokens // max(longest, 1)))
+        slots = min(rows_allowed(), max(len(fits), 1))
         self.counters.peak_rows = max(self.counters.peak_rows, slots)
         cache = SlotCache(self.model.config.num_hidden_layers, slots)
         live: list[_Row | None] = [None] * slots
-        refill_at = max(1, slots // 8)  # refill once this many slots are free: fewer, larger prefills
 
         def finish(slot: int, reason: str) -> None:
             row = live[slot]
             live[slot] = None
             on_response(row.index, reply(self.tokenizer, row.tokens, reason, row.request))
 
-        while queue or any(live):
+        while True:
+            for request in arrivals() if arrivals else ():
+                requests.append(request)
+                if failed := unfit_generation(request, self.max_length):
+                    on_response(len(requests) - 1, failed)
+                    continue
+                queue.append(len(requests) - 1)
+                longest = max(longest, len(request.prompt.token_ids) + request.max_new_tokens)
+            if not queue and not any(live):
+                break
             free = [s for s, r in enumerate(live) if r is None]
-            if queue and (len(free) >= refill_at or len(free) == slots):
+            if queue and len(free) < len(queue) and len(live) < rows_allowed():  # only with arrivals
+                added = min(rows_allowed() - len(live), len(queue) - len(free))
+                cache.add_slots(added)
+                free += range(len(live), len(live) + added)
+                live += [None] * added
+                self.counters.peak_rows = max(self.counters.peak_rows, len(live))
+            refill_at = max(1, len(live) // 8)  # refill once this many slots are free: fewer, larger prefills
+            if queue and (len(free) >= refill_at or len(free) == len(live)):
                 self._admit(requests, queue, free, live, cache, finish, on_text, prefixes)
             elif not queue and free:
                 keep = [s for s, r in enumerate(live) if r is not None]
-                if not keep:
-                    break
-                if len(free) >= max(1, len(live) // 8):  # compaction copies the cache: do it in batches
+                if keep and len(free) >= max(1, len(live) // 8):  # compaction copies the cache: do it in batches
                     cache.select(keep)
                     live = [live[s] for s in keep]
             if any(live):

@@ -6,7 +6,7 @@ import json
 
 from glm_eval.backends.source import ModelSource
 from glm_eval.core.config import BatchConfig, Device, DType
-from glm_eval.core.protocol import BackendInfo, GenerationRequest, LoglikelihoodRequest, OnResponse, OnText
+from glm_eval.core.protocol import Arrivals, BackendInfo, GenerationRequest, LoglikelihoodRequest, OnResponse, OnText
 
 
 def resolve_device_dtype(device: Device, dtype: DType, index: int | None = None) -> tuple[str, str]:
@@ -54,8 +54,8 @@ class HFBackend:
                                 device=device, context_length=self.generator.max_length)
 
     def generate(self, requests: list[GenerationRequest], on_response: OnResponse,
-                 on_text: OnText | None = None) -> None:
-        self.generator.generate(requests, on_response, on_text)
+                 on_text: OnText | None = None, arrivals: Arrivals | None = None) -> None:
+        self.generator.generate(requests, on_response, on_text, arrivals)
 
     def loglikelihood(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:
         self.scorer.score(requests, on_response)

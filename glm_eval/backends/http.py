@@ -31,9 +31,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from functools import cached_property
 
@@ -42,13 +43,14 @@ from httpx_sse import EventSource, SSEError
 
 from glm_eval.core.config import EndpointApi, EndpointConfig, PromptAs, Thinking, ThinkingAs, ToolFormat
 from glm_eval.core.errors import UserError, describe
-from glm_eval.core.protocol import (THINK_CLOSE, BackendInfo, GenerationRequest, LoglikelihoodRequest, OnResponse,
-                                    OnText, Response)
+from glm_eval.core.protocol import (THINK_CLOSE, Arrivals, BackendInfo, GenerationRequest, LoglikelihoodRequest,
+                                    OnResponse, OnText, Response)
 from glm_eval.glm.prompts import chatglm_query_history
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 30.0
+ARRIVALS_POLL_S = 0.05  # how often a call that takes arrivals (a server's) asks for them while requests run
 TAKE_TOKEN_IDS = ("vllm", "glm-eval")  # the `owned_by` of model cards whose servers take `prompt: [ids]`
 MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)  # JSON errors are ValueErrors
 REASONING_FIELDS = ("reasoning_content", "reasoning")  # SGLang / older vLLM, vLLM 0.32: a server's split reasoning
@@ -149,34 +151,58 @@ class HTTPBackend:
             raise UserError(f"{self.name} endpoints return text only: use task.choice_scoring=generate")
 
     def generate(self, requests: list[GenerationRequest], on_response: OnResponse,
-                 on_text: OnText | None = None) -> None:
+                 on_text: OnText | None = None, arrivals: Arrivals | None = None) -> None:
         if not requests:
             return
         _ = self.info  # the served model must be known before a request names it
         self.before(requests)
         workers = max(1, self.cfg.concurrency)
         cancelled = threading.Event()
+        sockets: list[socket.socket] = []  # every connection this call opens (a keep-alive one is reused, not new)
+
+        def traced(request: httpx.Request) -> None:
+            request.extensions["trace"] = lambda event, info: sockets.append(
+                info["return_value"].get_extra_info("socket")) if event == "connection.connect_tcp.complete" else None
         limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
-        with httpx.Client(headers=self.headers, timeout=self.cfg.timeout_s, limits=limits) as client:
+        with httpx.Client(headers=self.headers, timeout=self.cfg.timeout_s, limits=limits,
+                          event_hooks={"request": [traced]}) as client:
             pool = ThreadPoolExecutor(workers, thread_name_prefix=self.name)
+            futures: dict = {}
+
+            def submit(batch: list[GenerationRequest]) -> None:
+                for r in batch:
+                    futures[pool.submit(self._answer, client, r, cancelled)] = len(futures)
             try:
-                futures = {pool.submit(self._answer, client, r, cancelled): i for i, r in enumerate(requests)}
-                for future in as_completed(futures):  # on_response runs here, in the caller's thread (SQLite)
-                    response = future.result()
-                    with self._lock:
-                        self._counts["requests"] += 1
-                        self._counts["failed"] += response.error is not None
-                        self._counts["tokens"] += response.num_tokens
-                    if on_text and response.error is None:  # whole replies only: heard once, complete
-                        on_text(futures[future], response.text)
-                    on_response(futures[future], response)
+                submit(requests)
+                waiting = set(futures)
+                while waiting:
+                    done, waiting = wait(waiting, timeout=ARRIVALS_POLL_S if arrivals else None,
+                                         return_when=FIRST_COMPLETED)
+                    for future in done:  # on_response runs here, in the caller's thread (SQLite)
+                        response = future.result()
+                        with self._lock:
+                            self._counts["requests"] += 1
+                            self._counts["failed"] += response.error is not None
+                            self._counts["tokens"] += response.num_tokens
+                        if on_text and response.error is None:  # whole replies only: heard once, complete
+                            on_text(futures[future], response.text)
+                        on_response(futures[future], response)
+                    if arrivals:  # started at once: endpoints batch as they like
+                        known = set(futures)
+                        submit(arrivals())
+                        waiting |= set(futures) - known
             finally:  # Ctrl-C or a failing callback: drop what has not started, stop retrying what has,
-                cancelled.set()  # and cut what is in flight (its worker returns at once; nothing is recorded)
+                cancelled.set()  # and cut what is in flight: its worker returns at once, nothing is recorded
                 pool.shutdown(wait=False, cancel_futures=True)
                 with self._lock:
                     in_flight = list(self._open)
                 for response in in_flight:
                     response.close()
+                for connection in sockets:  # a request still waiting for its headers is not a response yet:
+                    try:  # shutting its socket down ends the blocked read (closing it alone would not)
+                        connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:  # already closed
+                        pass
 
     @contextmanager
     def exchange(self, client: httpx.Client, url: str, payload: dict, deadline: float, sse: bool = False):

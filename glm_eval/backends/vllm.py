@@ -21,8 +21,8 @@ from glm_eval.backends.replies import StopScan, decode_reply, reply, unfit_gener
 from glm_eval.backends.source import ModelSource
 from glm_eval.core.config import DType, ModelConfig
 from glm_eval.core.errors import UserError
-from glm_eval.core.protocol import (BackendInfo, GenerationRequest, LoglikelihoodRequest, OnResponse, OnText,
-                                    Response)
+from glm_eval.core.protocol import (Arrivals, BackendInfo, GenerationRequest, LoglikelihoodRequest, OnResponse,
+                                    OnText, Response, answer_in_rounds)
 
 log = logging.getLogger(__name__)
 ANSWERED = "answered"  # an `on_progress` verdict: the request was answered early, abort it quietly
@@ -200,7 +200,10 @@ class VLLMBackend:
 
     # ---- the protocol -----------------------------------------------------------------------------------------
     def generate(self, requests: list[GenerationRequest], on_response: OnResponse,
-                 on_text: OnText | None = None) -> None:
+                 on_text: OnText | None = None, arrivals: Arrivals | None = None) -> None:
+        answer_in_rounds(self._generate, requests, on_response, on_text, arrivals)
+
+    def _generate(self, requests: list[GenerationRequest], on_response: OnResponse, on_text: OnText | None) -> None:
         runnable, prompts, params, scans = [], [], [], []
         for i, r in enumerate(requests):
             if failed := unfit_generation(r, self.max_length):

@@ -100,6 +100,8 @@ Request = GenerationRequest | LoglikelihoodRequest
 OnResponse = Callable[[int, Response], None]  # (position of the request in the call's list, its response)
 # (position, the reply so far) while a request is still generating (streaming). Returning False cancels it.
 OnText = Callable[[int, str], bool | None]
+# asked by a backend while it answers a call: the requests that arrived since (a server's), which join the call
+Arrivals = Callable[[], list[GenerationRequest]]
 
 
 @dataclass(frozen=True)
@@ -117,12 +119,16 @@ class Backend(Protocol):
     info: BackendInfo
 
     def generate(self, requests: list[GenerationRequest], on_response: OnResponse,
-                 on_text: OnText | None = None) -> None:
+                 on_text: OnText | None = None, arrivals: Arrivals | None = None) -> None:
         """Answer every request, in any order, through `on_response` as soon as each is done; a request that fails
         gets a Response with `error` set (never an exception for one request). `on_text`, where given, hears each
         unfinished reply as it grows (a backend that only sees whole replies calls it once per reply); when it
         returns False the request is dropped as soon as the backend can (its caller went away): answered with
-        finish_reason "cancelled" and `error` set, and its batch-mates go on."""
+        finish_reason "cancelled" and `error` set, and its batch-mates go on. `arrivals`, where given, is asked
+        for more requests until the call returns (at least once after the last answer): each one it hands over
+        joins the call, numbered on after the ones before it, and is answered like them; a backend that can start
+        a request while others run does so (the slot generator at its next step, an endpoint at once), so a short
+        request never waits for a long one."""
         ...
 
     def loglikelihood(self, requests: list[LoglikelihoodRequest], on_response: OnResponse) -> None:
@@ -146,3 +152,16 @@ class Backend(Protocol):
         """Statistics since the last call (so a task's metrics.json counts its own work, also inside a suite), then
         start counting afresh."""
         ...
+
+
+def answer_in_rounds(answer: Callable[[list[GenerationRequest], OnResponse, OnText | None], None],
+                     requests: list[GenerationRequest], on_response: OnResponse, on_text: OnText | None,
+                     arrivals: Arrivals | None) -> None:
+    """Backend.generate for a backend that cannot start a request while a call runs: `answer` the requests, then
+    each round of arrivals, numbered on, until none come."""
+    offset = 0
+    while requests:
+        answer(requests, lambda i, response, offset=offset: on_response(offset + i, response),
+               None if on_text is None else lambda i, text, offset=offset: on_text(offset + i, text))
+        offset += len(requests)
+        requests = arrivals() if arrivals else []

@@ -8,7 +8,7 @@ from dataclasses import fields, is_dataclass
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from glm_eval.core.config import EvalConfig, ModelConfig, TaskConfig, check_bounds, register
 from glm_eval.core.errors import UserError, first_line
@@ -123,6 +123,9 @@ def launchers() -> list[str]:
 
 def _explain(error: Exception) -> str:
     message = first_line(error, 1000)
+    in_file = re.match(r"In '([\w./-]+)': \w+ raised while composing config:\n(.*)", str(error), re.DOTALL)
+    if in_file:  # a config file itself is wrong (Hydra's message names the file, the problem is on its next lines)
+        return _explain_file(*in_file.groups())
     detail = f"{error} {error.__cause__ or ''}"
     enum = re.search(r"Invalid value '([^']*)', expected one of \[([^\]]*)\]", detail)
     if enum:
@@ -140,6 +143,25 @@ def _explain(error: Exception) -> str:
     if error.__cause__ is not None:
         message += f": {first_line(error.__cause__, 1000)}"
     return message
+
+
+def _explain_file(source: str, problem: str) -> str:
+    """One line for a config file Hydra could not compose: the file, the key, and the keys valid there."""
+    file = config_dir() / f"{source}.yaml"
+    where = str(file) if file.exists() else source
+    key = re.search(r"full_key: ([\w.]+)", problem)
+    unknown = re.match(r"Key '([^']+)' not in '\w+'", problem)
+    if unknown:
+        valid = ""
+        if key:  # the schema of the block holding it (a group's schema: its fields are MISSING in EvalConfig's)
+            group, *inner = key.group(1).split(".")[:-1]
+            schema = {"task": TaskConfig, "model": ModelConfig, "judge": ModelConfig}.get(group)
+            parent = OmegaConf.select(OmegaConf.structured(schema or EvalConfig),
+                                      ".".join(inner if schema else [group, *inner]))
+            if isinstance(parent, DictConfig):
+                valid = f"; the keys there are: {', '.join(parent.keys())}"
+        return f"{where}: unknown key '{unknown.group(1)}'{f' ({key.group(1)})' if key else ''}{valid}"
+    return f"{where}: {first_line(problem, 500)}{f' ({key.group(1)})' if key else ''}"
 
 
 def option_names() -> list[str]:

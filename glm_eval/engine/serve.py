@@ -8,9 +8,11 @@ Serves a model loaded as glm-eval loads it, over the HTTP APIs that ChatGLM user
                               status, time} (LangChain's ChatGLM). Unlike api.py, temperature 0 means greedy.
 Requests are rendered with the model's own prompt format (glm_eval/glm/prompts.py), so an endpoint run sees the same
 tokens as an in-process one, and answered by the batched slot generator: requests that arrive together are decoded
-together. A chat request's `chat_template_kwargs: {enable_thinking}` switches a reasoning model's thinking (as on vLLM
-and SGLang); replies come back whole, `<think>…</think>` included in the content (a server without a reasoning
-parser), and an earlier assistant turn's `reasoning_content` (or `reasoning`) reaches the template as its think block. Binds loopback unless told otherwise; with api_key_env set, requests need `Authorization: Bearer <key>`.
+together, and one that arrives while others decode joins them at the next step. A chat request's
+`chat_template_kwargs: {enable_thinking}` switches a reasoning model's thinking (as on vLLM and SGLang); replies come
+back whole, `<think>…</think>` included in the content (a server without a reasoning parser), and an earlier
+assistant turn's `reasoning_content` (or `reasoning`) reaches the template as its think block. Binds loopback unless
+told otherwise; with api_key_env set, requests need `Authorization: Bearer <key>`.
 """
 from __future__ import annotations
 
@@ -117,9 +119,11 @@ CANCELLED = Response(finish_reason="cancelled", error="cancelled: the client wen
 
 
 class BatchingEngine:
-    """One thread owns the model. It takes every request waiting when it becomes free, decodes them as one batch
-    with the slot generator, and resolves each caller's future as its row finishes (streams get text as rows
-    grow). A request whose client went away is dropped: from the queue, or from its batch at the next token."""
+    """One thread owns the model. It takes every request waiting, decodes them as one batch with the slot
+    generator, and hands it each request that arrives meanwhile, which takes a free slot (or a slot added within
+    the KV budget) at the next step: a short request is never held behind a long one. Each caller's future is
+    resolved as its row finishes (streams get text as rows grow). A request whose client went away is dropped: from
+    the queue, or from its batch at the next token."""
 
     def __init__(self, backend: Backend, gather_s: float = 0.005, poll_s: float = 0.25):
         self.backend, self.gather_s, self.poll_s = backend, gather_s, poll_s
@@ -165,23 +169,33 @@ class BatchingEngine:
             piece, job.sent = ready[len(job.sent):], ready
             job.loop.call_soon_threadsafe(job.pieces.put_nowait, piece)
 
-    def _run(self) -> None:
+    def _take(self, batch: list[Job], wait_s: float | None) -> list[GenerationRequest]:
+        """Move the waiting jobs into `batch` (a job whose client left is answered as cancelled instead), the first
+        one waited for up to `wait_s` (None: as long as it takes); their requests, in order."""
+        taken = []
         while True:
-            batch = [self.jobs.get()]
-            deadline = time.monotonic() + self.gather_s  # let a burst of concurrent requests arrive together
-            while (wait := deadline - time.monotonic()) > 0 or not self.jobs.empty():
-                try:
-                    batch.append(self.jobs.get(timeout=max(wait, 0)))
-                except queue.Empty:
-                    break
-            for job in [job for job in batch if job.cancelled]:  # gone before their turn: never decoded
-                batch.remove(job)
+            try:
+                job = self.jobs.get(timeout=wait_s) if wait_s is None or wait_s > 0 else self.jobs.get_nowait()
+            except queue.Empty:
+                return [job.request for job in taken]
+            wait_s = 0
+            if job.cancelled:  # gone before its turn: never decoded
                 self.cancelled += 1
                 job.loop.call_soon_threadsafe(_settle, job.future, CANCELLED)
+            else:
+                batch.append(job)
+                taken.append(job)
+                self.requests += 1
+
+    def _run(self) -> None:
+        while True:
+            batch: list[Job] = []
+            requests = self._take(batch, None)
+            time.sleep(self.gather_s)  # let a burst of concurrent requests arrive together
+            requests += self._take(batch, 0)
             if not batch:
                 continue
             self.batches += 1
-            self.requests += len(batch)
             answered = set()
 
             def reply(index: int, response: Response) -> None:
@@ -201,8 +215,8 @@ class BatchingEngine:
                     self._progress(batch[index], text)
                 return True
 
-            try:
-                self.backend.generate([job.request for job in batch], reply, progress)
+            try:  # requests that arrive while it decodes join it (numbered on, as `batch` grows)
+                self.backend.generate(requests, reply, progress, lambda batch=batch: self._take(batch, 0))
             except Exception as e:  # the model failed: every caller still gets an answer
                 for index, job in enumerate(batch):
                     if index not in answered:

@@ -37,17 +37,23 @@ def convert(source: str, out: Path, dtype: str | None = None, rope: str | None =
         raise UserError(f"{source} is not a chatglm checkpoint (model_type: {kind}); "
                         f"HF Glm checkpoints load directly with model.path=")
     if out.exists() and not force:
-        raise UserError(f"{out} exists; pass --force to replace it")
+        raise UserError(f"{out} exists; pass force=true to replace it")
     folder = local_folder(source)
     glm = glm_config(config, rope_mode(folder, config, rope))
     dtype = dtype or config.get("torch_dtype", "float32")
     if dtype not in DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
-    tokenizer = load_glm_tokenizer(folder)  # before writing anything: a missing tokenizer.model fails early
+    # before writing anything: a checkpoint without its tokenizer.model or its weights fails in one line
+    try:
+        tokenizer = load_glm_tokenizer(folder)
+    except Exception as e:  # missing, or not a tokenizer (a cut download, an HTML error page)
+        raise UserError(f"cannot read the tokenizer of {source}: {describe(e)}; the checkpoint's tokenizer.model "
+                        "belongs beside its config.json") from None
+    count = len(weight_files(folder))
 
     tmp = temporary_folder(out.parent, f".{out.name}.tmp-")
     try:
-        count, weight_map, total = len(weight_files(folder)), {}, 0
+        weight_map, total = {}, 0
         shards = tqdm(converted_shards(folder, glm), total=count, unit="shard", desc=f"converting {folder.name}")
         for number, shard in enumerate(shards, 1):
             name = f"model-{number:05d}-of-{count:05d}.safetensors"
