@@ -169,12 +169,14 @@ class HTTPBackend:
             pool = ThreadPoolExecutor(workers, thread_name_prefix=self.name)
             futures: dict = {}
 
-            def submit(batch: list[GenerationRequest]) -> None:
-                for r in batch:
-                    futures[pool.submit(self._answer, client, r, cancelled)] = len(futures)
+            def submit(batch: list[GenerationRequest]) -> set:
+                """Start the requests, numbered on in order; their futures."""
+                started = [pool.submit(self._answer, client, r, cancelled) for r in batch]
+                for future in started:
+                    futures[future] = len(futures)
+                return set(started)
             try:
-                submit(requests)
-                waiting = set(futures)
+                waiting = submit(requests)
                 while waiting:
                     done, waiting = wait(waiting, timeout=ARRIVALS_POLL_S if arrivals else None,
                                          return_when=FIRST_COMPLETED)
@@ -188,9 +190,7 @@ class HTTPBackend:
                             on_text(futures[future], response.text)
                         on_response(futures[future], response)
                     if arrivals:  # started at once: endpoints batch as they like
-                        known = set(futures)
-                        submit(arrivals())
-                        waiting |= set(futures) - known
+                        waiting |= submit(arrivals())
             finally:  # Ctrl-C or a failing callback: drop what has not started, stop retrying what has,
                 cancelled.set()  # and cut what is in flight: its worker returns at once, nothing is recorded
                 pool.shutdown(wait=False, cancel_futures=True)

@@ -172,19 +172,18 @@ class BatchingEngine:
     def _take(self, batch: list[Job], wait_s: float | None) -> list[GenerationRequest]:
         """Move the waiting jobs into `batch` (a job whose client left is answered as cancelled instead), the first
         one waited for up to `wait_s` (None: as long as it takes); their requests, in order."""
-        taken = []
+        start = len(batch)
         while True:
             try:
                 job = self.jobs.get(timeout=wait_s) if wait_s is None or wait_s > 0 else self.jobs.get_nowait()
             except queue.Empty:
-                return [job.request for job in taken]
+                return [job.request for job in batch[start:]]
             wait_s = 0
             if job.cancelled:  # gone before its turn: never decoded
                 self.cancelled += 1
                 job.loop.call_soon_threadsafe(_settle, job.future, CANCELLED)
             else:
                 batch.append(job)
-                taken.append(job)
                 self.requests += 1
 
     def _run(self) -> None:
