@@ -45,10 +45,18 @@ def refuse_dashed_options(argv: list[str]) -> None:
     """`--limit=5` (argparse's habit) where glm-eval takes `limit=5`: one line naming the right form, not Hydra's
     usage. Hydra's own flags (--multirun, --cfg job, …) pass."""
     from hydra._internal.utils import get_args_parser  # Hydra's parser of its own flags
-    _, unknown = get_args_parser().parse_known_args(argv)
-    for arg in unknown:
+    parser = get_args_parser()
+    parser.allow_abbrev = False  # why: argparse reads --m as --multirun, which the checks reading sys.argv miss
+
+    def one_line(message: str):   # `--cfg` without its value: argparse's usage block otherwise
+        raise UserError(f"{message} (Hydra's flags: python -m glm_eval --help)")
+    parser.error = one_line
+    known, unknown = parser.parse_known_args(argv)
+    for arg in [*unknown, *known.overrides]:   # "-" alone lands among the overrides
         if arg.startswith("-"):
             key, eq, value = arg.lstrip("-").partition("=")
+            if not key:
+                raise UserError(f"{arg!r} is not an option: options are key=value without dashes, e.g. limit=5")
             after = argv[argv.index(arg) + 1:argv.index(arg) + 2]
             if not eq and after and not after[0].startswith("-") and "=" not in after[0]:
                 value, arg = after[0], f"{arg} {after[0]}"  # --limit 5

@@ -41,6 +41,18 @@ def test_the_command_line_refuses_bad_input_in_one_line():  # the one process-bo
     one_line_error(run_cli("task=gsm8k", "--limit=5"), "write limit=5, not --limit=5")
 
 
+@pytest.mark.parametrize("argv, needle", [
+    (["--=5"], "'--=5' is not an option"), (["-"], "'-' is not an option"),
+    (["--m"], "write m=<value>, not --m"),              # not argparse's abbreviation of --multirun
+    (["-m", "--cfg"], "--cfg/-c: expected one argument")])
+def test_dashed_arguments_are_refused_in_one_line(argv, needle):
+    from glm_eval.__main__ import refuse_dashed_options
+    refuse_dashed_options(["-m", "--cfg", "job", "task=gsm8k", "--", "limit=5"])   # Hydra's own flags pass
+    with pytest.raises(UserError) as error:
+        refuse_dashed_options(argv)
+    assert needle in str(error.value) and "\n" not in str(error.value)
+
+
 def test_a_config_file_with_an_unknown_key_is_named_in_one_line(tmp_path, monkeypatch):
     import shutil
 
@@ -56,6 +68,12 @@ def test_a_config_file_with_an_unknown_key_is_named_in_one_line(tmp_path, monkey
     assert message.startswith(f"{configs / 'task' / 'gsm8k.yaml'}: unknown key 'max_new_token' (task.max_new_token); "
                               "the keys there are: name, dataset,") and ", max_new_tokens, " in message
     assert "\n" not in message
+    lines = (configs / "task" / "gsm8k.yaml").read_text().splitlines()
+    (configs / "task" / "gsm8k.yaml").write_text("\n".join(lines[:-1] + ["max_new_tokens: [256"]) + "\n")
+    with pytest.raises(UserError) as error:   # not YAML: the file and the place, in one line
+        overrides.validate(["task=gsm8k"])
+    assert str(error.value).startswith(f"{configs / 'task' / 'gsm8k.yaml'}:{len(lines) + 1}:1: not valid YAML: "
+                                       "expected ',' or ']'") and "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("overrides, needles", [

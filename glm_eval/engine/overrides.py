@@ -122,6 +122,11 @@ def launchers() -> list[str]:
 
 
 def _explain(error: Exception) -> str:
+    import yaml
+    if isinstance(error, yaml.MarkedYAMLError) and (error.problem_mark or error.context_mark):
+        mark = error.problem_mark or error.context_mark   # a config file that is not YAML: its place, one line
+        context = f" ({error.context})" if error.context else ""
+        return f"{mark.name}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {error.problem}{context}"
     message = first_line(error, 1000)
     in_file = re.match(r"In '([\w./-]+)': \w+ raised while composing config:\n(.*)", str(error), re.DOTALL)
     if in_file:  # a config file itself is wrong (Hydra's message names the file, the problem is on its next lines)

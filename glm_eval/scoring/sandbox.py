@@ -16,6 +16,8 @@ before the program's first line:
 - memory per run: where a memory cgroup can be made below the harness's own (cgroup v1 `memory`, or v2 with
   the controller delegated), the run's processes and the files of its tmpfs share one limit, ``memory_mb``
   (swap included); an OOM kill is reported as "out of memory". RLIMIT_AS still bounds each process;
+- CPU per run: where a `cpu` cgroup can be made likewise, all of the run's processes share one scheduler weight,
+  so a program that keeps 64 processes busy slows a sibling run as much as one busy process would;
 - as root: the program runs as a dedicated unprivileged uid/gid, ``UID_BASE + slot`` (not in /etc/passwd, no
   supplementary groups). That is what makes RLIMIT_NPROC hold (the kernel does not apply it to root). Each
   concurrent run holds its own slot (an flock, so also across harness processes), so after every run all
@@ -153,7 +155,8 @@ def isolation() -> dict:
     ``network`` ("netns" | "audit"), ``ipc_namespace``, ``nproc_per_run`` (RLIMIT_NPROC holds, per run),
     ``kill`` (how a run's processes are ended), ``files`` (what protects files outside the run's directory),
     ``filesystem`` ("private tmpfs, rest read-only" | "private tmpfs" | "shared"), ``memory_per_run`` and
-    ``memory`` (one memory cgroup per run, or RLIMIT_AS per process), ``disk`` (what bounds what it writes).
+    ``memory`` (one memory cgroup per run, or RLIMIT_AS per process), ``cpu_per_run`` and ``cpu`` (one CPU share
+    per run, or per process), ``disk`` (what bounds what it writes).
     """
     global _isolation
     with _isolation_lock:
@@ -169,9 +172,13 @@ def isolation() -> dict:
                 "kill": ("process group, then every process of the run's uid" if root
                          else "process group (a descendant that calls setsid escapes)"),
                 "files": _files_report(root, report.get("filesystem", "shared")),
-                "memory_per_run": _cgroup_base() is not None,
-                "memory": ("one cgroup per run: its processes and its tmpfs files together" if _cgroup_base()
+                "memory_per_run": "memory" in _controllers(),
+                "memory": ("one cgroup per run: its processes and its tmpfs files together"
+                           if "memory" in _controllers()
                            else "per process (RLIMIT_AS): several processes may each use memory_mb"),
+                "cpu_per_run": "cpu" in _controllers(),
+                "cpu": ("one share per run (cgroup), however many processes it has" if "cpu" in _controllers()
+                        else "one share per process (niceness +5): a run with many busy processes takes more"),
                 "disk": (f"private tmpfs of disk_mb (default {DISK_MB} MB) for its folder, /tmp, /var/tmp, /dev/shm"
                          if report.get("filesystem", "shared") != "shared"
                          else f"per file (RLIMIT_FSIZE {FILE_MB} MB)"),
@@ -211,8 +218,8 @@ try:
                 continue
             i = status.find(b"\nUid:")
             nproc += i >= 0 and status[i + 5:].split()[0] == me
-    if cfg["cgroup"]:  # all of the run's processes (and its tmpfs) share one memory limit
-        with open(cfg["cgroup"] + "/cgroup.procs", "w") as f:
+    for cgroup in cfg["cgroups"]:  # all of the run's processes (and its tmpfs) share one memory limit, one CPU share
+        with open(cgroup + "/cgroup.procs", "w") as f:
             f.write(str(os.getpid()))
     namespace = False
     if cfg["private"] or cfg["reveal"]:  # root: a mount namespace of its own, propagation private
@@ -339,7 +346,8 @@ _KILL_ALL = ("import os, sys\nu = int(sys.argv[1])\nos.setgroups([])\nos.setresg
 def _run(source: str, timeout: float, memory_mb: int, cpu_seconds: int | None,
          abort: threading.Event | None = None, disk_mb: int = DISK_MB) -> tuple[Outcome, dict]:
     start = time.monotonic()
-    uid = lock_fd = workdir = proc = ready_r = done_r = cgroup = None
+    uid = lock_fd = workdir = proc = ready_r = done_r = None
+    cgroups: list[str] = []
     report: dict = {}
     try:
         if os.geteuid() == 0:
@@ -358,10 +366,10 @@ def _run(source: str, timeout: float, memory_mb: int, cpu_seconds: int | None,
         done_r, done_w = os.pipe()  # the bootstrap writes `nonce` here after the program's last line
         nonce = secrets.token_hex(16)
         path, hidden, under_tmp = _python_layout()
-        cgroup = _make_cgroup(memory)
+        cgroups = _make_cgroups(memory)
         cfg = {"ready": ready_w, "done": done_w, "nonce": nonce, "uid": uid, "ppid": os.getpid(), "nproc": NPROC,
                "netns": not _FORCE_AUDIT, "path": path, "reveal": hidden if uid is not None else {},
-               "cgroup": cgroup,
+               "cgroups": cgroups,
                "private": {"disk_mb": max(1, int(disk_mb)), "inodes": INODES, "keep": under_tmp}
                if uid is not None else None,
                # soft < hard CPU limit: SIGXCPU first (reported as a timeout), SIGKILL a second later
@@ -389,7 +397,7 @@ def _run(source: str, timeout: float, memory_mb: int, cpu_seconds: int | None,
         completed = (_read(done_r) or b"") == nonce.encode()
         outcome = _outcome(proc.returncode, timed_out, timeout, cpu, report, _tail_text(tail), seconds,
                            abort is not None and abort.is_set(), completed)
-        if outcome.status == "failed" and cgroup and _ran_out_of_memory(cgroup):
+        if outcome.status == "failed" and _ran_out_of_memory(cgroups):
             outcome = Outcome("failed", f"out of memory: the program's processes and files together exceeded "
                                         f"{memory_mb} MB\n{outcome.detail}".rstrip(), seconds)
         return outcome, report
@@ -409,7 +417,7 @@ def _run(source: str, timeout: float, memory_mb: int, cpu_seconds: int | None,
             _remove_owned(uid)
         if workdir is not None:
             _remove_tree(workdir)
-        if cgroup is not None:
+        for cgroup in cgroups:
             _remove_cgroup(cgroup)
         if lock_fd is not None:
             os.close(lock_fd)                    # releases the uid slot
@@ -577,71 +585,100 @@ def _live_pids(uid: int) -> list[int]:
     return pids
 
 
-# --- memory cgroups --------------------------------------------------------------------------------------------
+# --- cgroups: memory and CPU per run ---------------------------------------------------------------------------
 
-_cgroups: tuple[str, str] | None | bool = False   # (folder to make cgroups in, "v1" | "v2"), None: none; False: unprobed
+# Where this process may make a run's cgroups: [(folder, version, controllers its children get)], one entry per
+# hierarchy (cgroup v1 mounts `memory` and `cpu` separately; v2 has one tree). None: none; False: unprobed.
+_cgroups: list[tuple[str, str, frozenset[str]]] | None | bool = False
 _cgroup_lock = threading.Lock()
 _cgroup_numbers = itertools.count(1)
+_CONTROLLERS = ("memory", "cpu")
 
 
-def _cgroup_base() -> tuple[str, str] | None:
-    """Where this process may make memory cgroups: its own cgroup in the v1 `memory` hierarchy, or in cgroup v2
-    when the memory controller can be delegated below it. Probed once (a child made, limited and removed)."""
+def _cgroup_bases() -> list[tuple[str, str, frozenset[str]]]:
+    """Where a run's cgroups can be made, below this process's own: the v1 `memory` and `cpu` hierarchies, or
+    cgroup v2 with the controllers delegated there. Probed once per hierarchy (a child made, limited, removed)."""
     global _cgroups
     with _cgroup_lock:
         if _cgroups is False:
-            _cgroups = None
             try:
                 with open("/proc/self/cgroup") as f:
                     lines = [line.rstrip("\n").split(":", 2) for line in f]
             except OSError:
                 lines = []
+            candidates = []
             for _, controllers, path in lines:
-                if "memory" in controllers.split(","):
-                    candidate = ("/sys/fs/cgroup/memory" + path.rstrip("/"), "v1")
-                    break
-            else:
+                wanted = frozenset(controllers.split(",")) & frozenset(_CONTROLLERS)
+                if wanted:   # v1: mounted at /sys/fs/cgroup/<name>, joint mounts as "cpu,cpuacct" with a link "cpu"
+                    candidates.append((f"/sys/fs/cgroup/{min(wanted)}{path.rstrip('/')}", "v1", wanted))
+            if not candidates:
                 v2 = [path for _, controllers, path in lines if controllers == ""]
-                candidate = ("/sys/fs/cgroup" + v2[0].rstrip("/"), "v2") if v2 else None
-            if candidate is not None:
-                _cgroups = candidate
+                if v2:
+                    folder, enabled = "/sys/fs/cgroup" + v2[0].rstrip("/"), set()
+                    for name in _CONTROLLERS:   # refused (EBUSY) where the folder holds processes itself
+                        try:
+                            with open(folder + "/cgroup.subtree_control", "w") as f:
+                                f.write("+" + name)
+                            enabled.add(name)
+                        except OSError:
+                            pass
+                    if enabled:
+                        candidates.append((folder, "v2", frozenset(enabled)))
+            _cgroups = []
+            for base in candidates:
                 try:
-                    if candidate[1] == "v2":
-                        with open(candidate[0] + "/cgroup.subtree_control", "w") as f:
-                            f.write("+memory")       # refused (EBUSY) where the folder holds processes itself
-                    _remove_stale_cgroups(candidate[0])
-                    probe = _make_cgroup(64 << 20)
+                    _remove_stale_cgroups(base[0])
+                    probe = _make_in(base, 64 << 20)
                     _remove_cgroup(probe)
-                except (OSError, TypeError):
-                    _cgroups = None
-        return _cgroups or None
+                    _cgroups.append(base)
+                except OSError:
+                    pass
+        return _cgroups
 
 
-def _make_cgroup(memory: int) -> str | None:
-    """A new cgroup that bounds its processes' memory (and tmpfs pages) to `memory` bytes, swap included."""
-    base = _cgroup_base() if _cgroups is False else _cgroups   # the probe itself runs with _cgroups set
-    if not base:
-        return None
-    folder, version = base
+def _controllers() -> frozenset[str]:
+    return frozenset().union(*(controllers for _, _, controllers in _cgroup_bases()))
+
+
+def _make_cgroups(memory: int) -> list[str]:
+    """The run's cgroups: its processes (and its tmpfs pages) share one memory limit of `memory` bytes, swap
+    included, and one CPU share. Why the CPU share: the scheduler is fair per process, so a program running its
+    64 processes flat out (a fork bomb) would take 64 shares from a sibling run's one; per cgroup it takes one."""
+    made: list[str] = []
+    try:
+        for base in _cgroup_bases():
+            made.append(_make_in(base, memory))
+    except OSError:
+        for path in made:
+            _remove_cgroup(path)
+        raise
+    return made
+
+
+def _make_in(base: tuple[str, str, frozenset[str]], memory: int) -> str:
+    folder, version, controllers = base
     path = f"{folder}/glm_eval_sandbox_{os.getpid()}_{next(_cgroup_numbers)}"
     os.mkdir(path)
-    limits = ({"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory} if version == "v1"
-              else {"memory.max": memory, "memory.swap.max": 0})
-    for name, value in limits.items():
-        if name == next(iter(limits)) or os.path.exists(f"{path}/{name}"):   # no swap accounting: no swap file
-            with open(f"{path}/{name}", "w") as f:
-                f.write(str(value))
-    return path
+    if "memory" in controllers:
+        limits = ({"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory} if version == "v1"
+                  else {"memory.max": memory, "memory.swap.max": 0})
+        for name, value in limits.items():
+            if name == next(iter(limits)) or os.path.exists(f"{path}/{name}"):   # no swap accounting: no swap file
+                with open(f"{path}/{name}", "w") as f:
+                    f.write(str(value))
+    return path   # cpu: a new group's default weight equals its siblings', which is the point
 
 
-def _ran_out_of_memory(path: str) -> bool:
-    """Whether the kernel's OOM killer ended a process of this cgroup (its limit was reached)."""
-    for name in ("memory.oom_control", "memory.events"):   # v1, v2: both have an "oom_kill N" line
-        try:
-            with open(f"{path}/{name}") as f:
-                return any(line.split()[:1] == ["oom_kill"] and int(line.split()[1]) > 0 for line in f)
-        except OSError:
-            continue
+def _ran_out_of_memory(paths: list[str]) -> bool:
+    """Whether the kernel's OOM killer ended a process of the run's cgroups (its limit was reached)."""
+    for path in paths:
+        for name in ("memory.oom_control", "memory.events"):   # v1, v2: both have an "oom_kill N" line
+            try:
+                with open(f"{path}/{name}") as f:
+                    if any(line.split()[:1] == ["oom_kill"] and int(line.split()[1]) > 0 for line in f):
+                        return True
+            except OSError:
+                continue
     return False
 
 
