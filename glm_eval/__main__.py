@@ -41,39 +41,49 @@ def _run(cfg: DictConfig) -> None:
         record_failure(describe(e), traceback.format_exc())
 
 
-def refuse_dashed_options(argv: list[str]) -> None:
-    """`--limit=5` (argparse's habit) where glm-eval takes `limit=5`: one line naming the right form, not Hydra's
-    usage. Hydra's own flags (--multirun, --cfg job, …) pass."""
+def split_arguments(argv: list[str]) -> tuple[list[str], list[str], bool]:
+    """(Hydra's flags with their values, the key=value overrides, whether --multirun), read by Hydra's own parser.
+
+    `--limit=5` (argparse's habit) where glm-eval takes `limit=5` is refused in one line naming the right form, not
+    Hydra's usage. A flag's value is not an override: `--cfg job` must not read `job` as one."""
     from hydra._internal.utils import get_args_parser  # Hydra's parser of its own flags
     parser = get_args_parser()
-    parser.allow_abbrev = False  # why: argparse reads --m as --multirun, which the checks reading sys.argv miss
+    parser.allow_abbrev = False  # why: `--=5` and `--c` would read as "ambiguous option: could match …" (14 names)
 
     def one_line(message: str):   # `--cfg` without its value: argparse's usage block otherwise
         raise UserError(f"{message} (Hydra's flags: python -m glm_eval --help)")
     parser.error = one_line
-    known, unknown = parser.parse_known_args(argv)
+    known, unknown = parser.parse_known_intermixed_args(argv)   # overrides after a flag too
     for arg in [*unknown, *known.overrides]:   # "-" alone lands among the overrides
         if arg.startswith("-"):
             key, eq, value = arg.lstrip("-").partition("=")
             if not key:
                 raise UserError(f"{arg!r} is not an option: options are key=value without dashes, e.g. limit=5")
+            spelled_out = [name for action in parser._actions for name in action.option_strings
+                           if name.startswith(f"--{key}") and not eq]
+            if spelled_out:
+                raise UserError(f"write Hydra's flag in full ({' or '.join(spelled_out)}), not {arg}")
             after = argv[argv.index(arg) + 1:argv.index(arg) + 2]
             if not eq and after and not after[0].startswith("-") and "=" not in after[0]:
                 value, arg = after[0], f"{arg} {after[0]}"  # --limit 5
             raise UserError(f"options are key=value without dashes: write {key}={value or '<value>'}, not {arg}")
+    flags = list(argv)
+    for override in known.overrides:
+        flags.remove(override)
+    return flags, list(known.overrides), known.multirun
 
 
 def main() -> None:
-    overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
     # our launcher configs (configs/hydra/launcher/) are the plugin's schemas filled in: checked against them
     warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
     try:
-        refuse_dashed_options(sys.argv[1:])
+        flags, overrides, multirun = split_arguments(sys.argv[1:])
         validate(overrides)
-        if "--multirun" in sys.argv or "-m" in sys.argv:
+        if multirun:
             from glm_eval.engine.sweep import fan_out_suite
-            sys.argv = [sys.argv[0], *[a for a in sys.argv[1:] if a.startswith("-")], *fan_out_suite(overrides)]
-        sys.argv = [sys.argv[0], *spelled_for_hydra(sys.argv[1:])]  # judge=<name> is Hydra's model@judge=<name>
+            overrides = fan_out_suite(overrides)
+        # flags first: Hydra's own parser refuses an override after a flag; judge=<name> is its model@judge=<name>
+        sys.argv = [sys.argv[0], *flags, *spelled_for_hydra(overrides)]
     except UserError as e:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank checks the same overrides: one line
             print(f"error: {e}", file=sys.stderr)

@@ -43,13 +43,15 @@ def test_the_command_line_refuses_bad_input_in_one_line():  # the one process-bo
 
 @pytest.mark.parametrize("argv, needle", [
     (["--=5"], "'--=5' is not an option"), (["-"], "'-' is not an option"),
-    (["--m"], "write m=<value>, not --m"),              # not argparse's abbreviation of --multirun
+    (["--lim", "5"], "write lim=5, not --lim 5"), (["--multi"], "write Hydra's flag in full (--multirun)"),
     (["-m", "--cfg"], "--cfg/-c: expected one argument")])
 def test_dashed_arguments_are_refused_in_one_line(argv, needle):
-    from glm_eval.__main__ import refuse_dashed_options
-    refuse_dashed_options(["-m", "--cfg", "job", "task=gsm8k", "--", "limit=5"])   # Hydra's own flags pass
+    from glm_eval.__main__ import split_arguments
+    # Hydra's own flags pass, their values apart from the overrides
+    assert split_arguments(["--cfg", "job", "task=gsm8k", "--config-name", "config", "-m", "limit=5"]) == \
+        (["--cfg", "job", "--config-name", "config", "-m"], ["task=gsm8k", "limit=5"], True)
     with pytest.raises(UserError) as error:
-        refuse_dashed_options(argv)
+        split_arguments(argv)
     assert needle in str(error.value) and "\n" not in str(error.value)
 
 
