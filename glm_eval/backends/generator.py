@@ -338,8 +338,10 @@ class SlotGenerator:
         def length(i: int) -> int:
             return len(requests[i].prompt.token_ids)
         head = {n: max(map(length, g.members)) for n, g in enumerate(prefixes.groups)}
-        queue = deque(sorted(fits, key=lambda i: (-head[prefixes.of[i]], prefixes.of[i], -length(i))
-                             if i in prefixes.of else (-length(i), -1, 0)))
+
+        def order(i: int) -> tuple[int, int, int]:
+            return (-head[prefixes.of[i]], prefixes.of[i], -length(i)) if i in prefixes.of else (-length(i), -1, 0)
+        queue = deque(sorted(fits, key=order))
         # the longest row any request may grow to bounds the rows the KV-cache budget allows
         longest = max((length(i) for i in fits), default=0) + max((requests[i].max_new_tokens for i in fits), default=0)
 
@@ -356,13 +358,18 @@ class SlotGenerator:
             on_response(row.index, reply(self.tokenizer, row.tokens, reason, row.request))
 
         while True:
+            arrived = []
             for request in arrivals() if arrivals else ():
                 requests.append(request)
                 if failed := unfit_generation(request, self.max_length):
                     on_response(len(requests) - 1, failed)
                     continue
-                queue.append(len(requests) - 1)
+                arrived.append(len(requests) - 1)
                 longest = max(longest, len(request.prompt.token_ids) + request.max_new_tokens)
+            # A burst, longest first as above: in arrival order, prompts of unlike length prefill together, and the
+            # padding made 200 concurrent GSM8K requests take 1.4× the in-process time. Behind those already waiting,
+            # so a stream of long prompts never starves a short one.
+            queue.extend(sorted(arrived, key=order))
             if not queue and not any(live):
                 break
             free = [s for s, r in enumerate(live) if r is None]
