@@ -588,8 +588,8 @@ def _live_pids(uid: int) -> list[int]:
 # --- cgroups: memory and CPU per run ---------------------------------------------------------------------------
 
 # Where this process may make a run's cgroups: [(folder, version, controllers its children get)], one entry per
-# hierarchy (cgroup v1 mounts `memory` and `cpu` separately; v2 has one tree). None: none; False: unprobed.
-_cgroups: list[tuple[str, str, frozenset[str]]] | None | bool = False
+# hierarchy (cgroup v1 mounts `memory` and `cpu` separately; v2 has one tree); [] where none; False: unprobed.
+_cgroups: list[tuple[str, str, frozenset[str]]] | bool = False
 _cgroup_lock = threading.Lock()
 _cgroup_numbers = itertools.count(1)
 _CONTROLLERS = ("memory", "cpu")
