@@ -125,8 +125,11 @@ def _explain(error: Exception) -> str:
     import yaml
     if isinstance(error, yaml.MarkedYAMLError) and (error.problem_mark or error.context_mark):
         mark = error.problem_mark or error.context_mark   # a config file that is not YAML: its place, one line
-        context = f" ({error.context})" if error.context else ""
-        return f"{mark.name}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {error.problem}{context}"
+        context = f" ({error.context})" if error.context and error.problem else ""
+        problem = " ".join(f"{error.problem or error.context}{context}".split())[:500]   # quotes the file: bounded
+        return f"{mark.name}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {problem}"
+    if isinstance(error, yaml.reader.ReaderError):   # a byte YAML refuses (NUL, bad UTF-8): the file and offset
+        return f"{error.name}: not valid YAML at character {error.position}: {first_line(error, 500)}"
     message = first_line(error, 1000)
     in_file = re.match(r"In '([\w./-]+)': \w+ raised while composing config:\n(.*)", str(error), re.DOTALL)
     if in_file:  # a config file itself is wrong (Hydra's message names the file, the problem is on its next lines)

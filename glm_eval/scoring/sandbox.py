@@ -163,6 +163,7 @@ def isolation() -> dict:
         if _isolation is None:
             outcome, report = _run("pass", 30.0, 256, None)
             root = os.geteuid() == 0
+            per_run = frozenset().union(*(controllers for _, _, controllers in _cgroup_bases()))
             _isolation = {
                 "ok": outcome.status == "passed", "error": "" if outcome.status == "passed" else outcome.detail,
                 "root": root, "uid_drop": root and report.get("uid") not in (None, 0),
@@ -172,12 +173,11 @@ def isolation() -> dict:
                 "kill": ("process group, then every process of the run's uid" if root
                          else "process group (a descendant that calls setsid escapes)"),
                 "files": _files_report(root, report.get("filesystem", "shared")),
-                "memory_per_run": "memory" in _controllers(),
-                "memory": ("one cgroup per run: its processes and its tmpfs files together"
-                           if "memory" in _controllers()
+                "memory_per_run": "memory" in per_run,
+                "memory": ("one cgroup per run: its processes and its tmpfs files together" if "memory" in per_run
                            else "per process (RLIMIT_AS): several processes may each use memory_mb"),
-                "cpu_per_run": "cpu" in _controllers(),
-                "cpu": ("one share per run (cgroup), however many processes it has" if "cpu" in _controllers()
+                "cpu_per_run": "cpu" in per_run,
+                "cpu": ("one share per run (cgroup), however many processes it has" if "cpu" in per_run
                         else "one share per process (niceness +5): a run with many busy processes takes more"),
                 "disk": (f"private tmpfs of disk_mb (default {DISK_MB} MB) for its folder, /tmp, /var/tmp, /dev/shm"
                          if report.get("filesystem", "shared") != "shared"
@@ -634,10 +634,6 @@ def _cgroup_bases() -> list[tuple[str, str, frozenset[str]]]:
                 except OSError:
                     pass
         return _cgroups
-
-
-def _controllers() -> frozenset[str]:
-    return frozenset().union(*(controllers for _, _, controllers in _cgroup_bases()))
 
 
 def _make_cgroups(memory: int) -> list[str]:
